@@ -1,0 +1,83 @@
+"""The ``kdbench`` command: one Typer app, sub-apps named by noun.
+
+Each command is a thin wrapper over an importable function with the same arguments. Errors
+caused by input are printed as one clear message and exit non-zero, without a traceback. Heavy
+libraries are imported inside the commands that need them, so that ``kdbench --help``,
+``plugins``, ``protocol validate`` and ``plan`` answer in about a second.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kdbench import __version__
+from kdbench.cli import data, plan, plugins, protocol
+from kdbench.cli.common import State, err_console
+from kdbench.errors import KdbenchError
+
+app = typer.Typer(
+    name="kdbench",
+    help="Benchmark brain-tumour segmentation strategies with missing MRI modalities.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(protocol.app, name="protocol")
+app.add_typer(data.app, name="data")
+app.command("plugins")(plugins.plugins)
+app.command("plan")(plan.plan)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kdbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    plugins_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--plugins-dir",
+            metavar="DIR",
+            help="Also load every *.py plugin file in this folder (repeatable; "
+            "KDBENCH_PLUGINS_DIR too).",
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    """kdbench: one protocol, one nnU-Net backbone, every strategy, paired statistics."""
+    ctx.obj = State(plugins_dirs=list(plugins_dir or []))
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning input errors into a clean exit."""
+    try:
+        app(standalone_mode=False)
+    except KdbenchError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

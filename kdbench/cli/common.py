@@ -1,0 +1,45 @@
+"""What the CLI commands share: the loaded plugins and the consoles."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from kdbench.registry import Registry
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+@dataclass
+class State:
+    """Options of the root command, and the registry once loaded."""
+
+    plugins_dirs: list[Path] = field(default_factory=list)
+    _registry: Registry | None = None
+
+    def registry(self) -> Registry:
+        """Load the plugins once per invocation."""
+        if self._registry is None:
+            from kdbench.plugin_manager import load_plugins
+
+            self._registry = load_plugins(self.plugins_dirs)
+        return self._registry
+
+
+def state(ctx: typer.Context) -> State:
+    """The root command's state (a fresh one when a command is invoked on its own)."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, State):
+        root.obj = State()
+    return root.obj
+
+
+def print_json(obj: Any) -> None:
+    """JSON on stdout, unwrapped (rich would wrap long lines)."""
+    typer.echo(json.dumps(obj, indent=2, sort_keys=False))

@@ -1,0 +1,28 @@
+"""Base classes of everything a plugin can register."""
+
+from kdbench.components.backbone import Backbone, BackboneOptions
+from kdbench.components.base import Component
+from kdbench.components.dataset import Dataset, DatasetOptions
+from kdbench.components.executor import Executor
+from kdbench.components.generator import Generator
+from kdbench.components.hparams import HParam
+from kdbench.components.metric import Metric
+from kdbench.components.reporter import Reporter
+from kdbench.components.strategy import ModalityPlan, Strategy
+from kdbench.components.teacher import Teacher
+
+__all__ = [
+    "Backbone",
+    "BackboneOptions",
+    "Component",
+    "Dataset",
+    "DatasetOptions",
+    "Executor",
+    "Generator",
+    "HParam",
+    "Metric",
+    "ModalityPlan",
+    "Reporter",
+    "Strategy",
+    "Teacher",
+]

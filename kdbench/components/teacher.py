@@ -1,0 +1,25 @@
+"""Teachers: multi-modal networks that students distil from."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from kdbench.components.base import Component
+from kdbench.components.strategy import Modalities, ModalityPlan
+
+
+class Teacher(Component):
+    """A multi-modal teacher, trained (or fine-tuned) as a Job of its own per (N, seed).
+
+    An in-domain teacher is an nnU-Net trained on every training modality; a foundation-model
+    teacher is fine-tuned few-shot from a local checkpoint. A Job of a teacher is shared by every
+    student of the same (N, seed) that names it. A class that is also a :class:`Strategy`
+    (``multi``) gets one Job for both roles when the hyper-parameters agree.
+    """
+
+    kind: ClassVar[str] = "in-domain"
+
+    @classmethod
+    def teacher_plan(cls, training: Modalities) -> ModalityPlan:
+        """The teacher trains on, and predicts from, every training modality."""
+        return ModalityPlan(training=training, evaluate=(training,))

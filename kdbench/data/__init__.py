@@ -1,0 +1,1 @@
+"""The data layer: synthetic sources, ingestion of releases, splits."""

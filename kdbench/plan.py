@@ -1,0 +1,209 @@
+"""The plan: a protocol expanded into a DAG of Jobs, each identified by what defines its result.
+
+A Job is one training (and, for strategies, its prediction and scoring) of one component for
+one (N, seed) and one set of modalities. Its id is the hash of the canonical JSON of everything
+that defines its result: the protocol's name and version, the component's name and version, the
+dataset, split, backbone and training budget, the resolved hyper-parameters (or the tuning
+budget), N, the seed, the modalities, and the ids of the Jobs it depends on. A teacher or
+generator of an (N, seed) is one Job shared by every student that needs it; a class that is both
+a strategy and a teacher (``multi``) gets one Job for both roles when the settings agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kdbench.hashing import content_id
+from kdbench.modalities import label
+
+if TYPE_CHECKING:
+    from kdbench.components import Component, ModalityPlan
+    from kdbench.protocol.models import Protocol, ScenarioSpec, StrategySpec
+    from kdbench.registry import Registry
+
+
+@dataclass
+class Job:
+    """One node of the plan.
+
+    Attributes:
+        id: content hash (see module docstring).
+        component: plugin name of the strategy, teacher or generator trained.
+        n: training-set size.
+        seed: training seed (also selects the (N, seed) training subset).
+        modalities: what it trains with and the subsets it is scored on.
+        hparams: resolved hyper-parameters, or ``{"tuned": budget}``.
+        depends_on: role -> id of the Job it needs (``teacher``, ``generator``).
+        roles: how the protocol uses it, e.g. ``strategy kd @ t1ce`` or ``teacher of kd @ t1ce``.
+        spec: the exact content that was hashed into ``id``.
+    """
+
+    id: str
+    component: str
+    n: int
+    seed: int
+    modalities: ModalityPlan
+    hparams: dict[str, Any]
+    depends_on: dict[str, str]
+    spec: dict[str, Any]
+    roles: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        """``strategy`` if the protocol scores it as a strategy, else its first role's kind."""
+        kinds = [r.split(" ", 1)[0] for r in self.roles]
+        return "strategy" if "strategy" in kinds else kinds[0]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form for ``kdbench plan --json``."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "component": self.component,
+            "n": self.n,
+            "seed": self.seed,
+            "modalities": self.modalities.to_json(),
+            "hparams": self.hparams,
+            "depends_on": dict(sorted(self.depends_on.items())),
+            "roles": self.roles,
+            "spec": self.spec,
+        }
+
+
+@dataclass
+class Plan:
+    """All Jobs of a protocol, dependencies before dependents, in a deterministic order."""
+
+    protocol: Protocol
+    jobs: list[Job]
+
+    def job(self, job_id: str) -> Job:
+        """The Job with ``job_id``."""
+        return next(j for j in self.jobs if j.id == job_id)
+
+    def waves(self) -> list[list[Job]]:
+        """Jobs grouped so that each wave depends only on earlier waves (for job arrays)."""
+        level: dict[str, int] = {}
+        for job in self.jobs:
+            level[job.id] = 1 + max((level[d] for d in job.depends_on.values()), default=-1)
+        out: list[list[Job]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+        for job in self.jobs:
+            out[level[job.id]].append(job)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form for ``kdbench plan --json``."""
+        return {
+            "protocol": {"name": self.protocol.name, "version": self.protocol.version},
+            "jobs": [j.to_json() for j in self.jobs],
+            "waves": [[j.id for j in wave] for wave in self.waves()],
+        }
+
+
+class _Builder:
+    def __init__(self, protocol: Protocol, registry: Registry) -> None:
+        self.protocol = protocol
+        self.registry = registry
+        self.jobs: dict[str, Job] = {}
+        self.common = self._common()
+
+    def _common(self) -> dict[str, Any]:
+        p, reg = self.protocol, self.registry
+        dataset = reg.datasets.get(p.dataset.source)
+        backbone = reg.backbones.get(p.backbone.name)
+        return {
+            "protocol": {"name": p.name, "version": p.version},
+            "dataset": {
+                "source": dataset.name,
+                "version": dataset.version,
+                "options": dataset.validate_options(p.dataset.options).model_dump(mode="json"),
+            },
+            "split": p.split.model_dump(mode="json"),
+            "backbone": {
+                "name": backbone.name,
+                "version": backbone.version,
+                "options": backbone.validate_options(p.backbone.options).model_dump(mode="json"),
+            },
+            "training": p.training.model_dump(mode="json"),
+        }
+
+    def _tuned(self, n: int) -> dict[str, Any]:
+        assert self.protocol.tuning is not None  # guaranteed by the protocol checks
+        budget = self.protocol.tuning.model_dump(mode="json")
+        budget["n"] = budget["n"] or n
+        return {"tuned": budget}
+
+    def add(
+        self,
+        cls: type[Component],
+        hparams: dict[str, Any],
+        n: int,
+        seed: int,
+        modalities: ModalityPlan,
+        depends_on: dict[str, str],
+        role: str,
+    ) -> str:
+        spec = {
+            **self.common,
+            "component": {"name": cls.name, "version": cls.version},
+            "hparams": hparams,
+            "n": n,
+            "seed": seed,
+            "modalities": modalities.to_json(),
+            "depends_on": depends_on,
+        }
+        job_id = content_id(spec)
+        job = self.jobs.get(job_id)
+        if job is None:
+            job = Job(job_id, cls.name, n, seed, modalities, hparams, depends_on, spec)
+            self.jobs[job_id] = job
+        if role not in job.roles:
+            job.roles.append(role)
+        return job_id
+
+    def strategy_jobs(self, spec: StrategySpec, scenario: ScenarioSpec, n: int, seed: int) -> None:
+        reg = self.registry
+        cls = reg.strategies.get(spec.name)
+        where = f"{spec.key} @ {scenario.name}"
+        deps: dict[str, str] = {}
+        for role, category in (("teacher", "teachers"), ("generator", "generators")):
+            if role not in cls.requires:
+                continue
+            dep_cls = reg.categories[category].get(
+                getattr(spec, role) or getattr(cls, f"default_{role}")
+            )
+            plan = getattr(dep_cls, f"{role}_plan")(scenario.training)
+            dep_hparams = dep_cls.resolve_hparams(getattr(spec, f"{role}_hparams"))
+            deps[role] = self.add(dep_cls, dep_hparams, n, seed, plan, {}, f"{role} of {where}")
+        hparams = (
+            self._tuned(n) if spec.hparams == "tuned" else cls.resolve_hparams(spec.hparams)
+        )
+        for plan in cls.modality_plans(scenario.training, scenario.subsets()):
+            self.add(cls, hparams, n, seed, plan, deps, f"strategy {where}")
+
+
+def build_plan(protocol: Protocol, registry: Registry) -> Plan:
+    """Expand a validated protocol into its Jobs.
+
+    The order is fixed by the protocol: for each N, each seed, each scenario, each strategy in
+    the order listed; a dependency comes before its first dependent. The same protocol and
+    plugins give the same Jobs, ids and order, byte for byte.
+
+    Args:
+        protocol: a protocol checked with :func:`kdbench.protocol.load_protocol`.
+        registry: the loaded plugins.
+    """
+    builder = _Builder(protocol, registry)
+    for n in protocol.training_sizes:
+        for seed in protocol.seeds:
+            for scenario in protocol.scenarios:
+                for spec in protocol.strategies:
+                    builder.strategy_jobs(spec, scenario, n, seed)
+    return Plan(protocol, list(builder.jobs.values()))
+
+
+def modality_summary(job: Job) -> str:
+    """``t1+t1ce+t2+flair -> t1ce`` (training modalities -> evaluated subsets)."""
+    evaluated = ", ".join(label(s) for s in job.modalities.evaluate) or "-"
+    return f"{label(job.modalities.training)} -> {evaluated}"

@@ -1,0 +1,145 @@
+"""Checks of a schema-valid protocol against the loaded plugins and the dataset's size."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from kdbench.protocol.errors import describe_errors, located
+from kdbench.protocol.models import Protocol
+from kdbench.protocol.yaml_source import Loc, YamlSource
+
+if TYPE_CHECKING:
+    from kdbench.registry import CategoryRegistry, Registry
+
+
+class _Problems(list):
+    def __init__(self, source: YamlSource | None) -> None:
+        super().__init__()
+        self.source = source
+
+    def add(self, loc: Loc, text: str) -> None:
+        self.append(located(loc, text, self.source))
+
+
+def _options(
+    problems: _Problems, cls: Any, options: dict[str, Any], loc: Loc
+) -> BaseModel | None:
+    try:
+        return cls.validate_options(options)
+    except ValidationError as exc:
+        problems.extend(describe_errors(exc, cls.Options, problems.source, prefix=loc))
+        return None
+
+
+def _plugin(problems: _Problems, reg: CategoryRegistry, name: str, loc: Loc) -> Any | None:
+    if name in reg:
+        return reg.get(name)
+    problems.add(loc, reg.unknown_message(name))
+    return None
+
+
+def _hparams(problems: _Problems, cls: Any, values: dict[str, Any], loc: Loc) -> None:
+    try:
+        cls.resolve_hparams(values)
+    except ValueError as exc:
+        problems.add(loc, str(exc))
+
+
+def check_against_registry(
+    protocol: Protocol, registry: Registry, source: YamlSource | None = None
+) -> list[str]:
+    """Every problem of ``protocol`` that only the plugins can tell (empty when it is valid).
+
+    Checked: plugin names exist (datasets, backbones, strategies, teachers, generators,
+    metrics), their options and hyper-parameters, dependencies a strategy does not take,
+    ``tuned`` without a tuning budget, the statistics baseline, and sizes against the dataset:
+    the test set must leave a training pool, and every N (and the tuning N) must fit in it.
+    """
+    problems = _Problems(source)
+    _check_dataset(problems, protocol, registry)
+
+    backbone = _plugin(problems, registry.backbones, protocol.backbone.name, ("backbone", "name"))
+    if backbone is not None:
+        _options(problems, backbone, protocol.backbone.options, ("backbone", "options"))
+
+    for i, spec in enumerate(protocol.strategies):
+        loc: Loc = ("strategies", i)
+        cls = _plugin(problems, registry.strategies, spec.name, (*loc, "name"))
+        if cls is None:
+            continue
+        if spec.hparams == "tuned":
+            if protocol.tuning is None:
+                problems.add(
+                    (*loc, "hparams"),
+                    "'tuned' needs a `tuning:` section (trials, ...) in the protocol",
+                )
+        else:
+            _hparams(problems, cls, spec.hparams, (*loc, "hparams"))
+        for role, category in (("teacher", "teachers"), ("generator", "generators")):
+            given = getattr(spec, role)
+            extra = getattr(spec, f"{role}_hparams")
+            if role not in cls.requires:
+                if given is not None or extra:
+                    problems.add(
+                        (*loc, role if given is not None else f"{role}_hparams"),
+                        f"strategy {spec.name!r} takes no {role}; remove this key",
+                    )
+                continue
+            name = given or getattr(cls, f"default_{role}")
+            dep = _plugin(problems, registry.categories[category], name, (*loc, role))
+            if dep is not None:
+                _hparams(problems, dep, extra, (*loc, f"{role}_hparams"))
+
+    for i, metric in enumerate(protocol.metrics or ()):
+        _plugin(problems, registry.metrics, metric, ("metrics", i))
+
+    labels = [s.key for s in protocol.strategies]
+    baseline = protocol.statistics.baseline
+    if baseline is not None and baseline not in labels:
+        problems.add(
+            ("statistics", "baseline"),
+            f"baseline {baseline!r} is not a strategy of this protocol (labels: {labels})",
+        )
+    return list(problems)
+
+
+def _check_dataset(problems: _Problems, protocol: Protocol, registry: Registry) -> None:
+    spec = protocol.dataset
+    cls = _plugin(problems, registry.datasets, spec.source, ("dataset", "source"))
+    if cls is None:
+        return
+    if cls.synthetic and spec.path is not None:
+        problems.add(
+            ("dataset", "path"),
+            f"dataset {spec.source!r} generates its cases; remove `path`",
+        )
+    if not cls.synthetic and spec.path is None:
+        problems.add(("dataset",), f"dataset {spec.source!r} reads a folder; give `path`")
+    options = _options(problems, cls, spec.options, ("dataset", "options"))
+    total = cls.case_count(options) if options is not None else None
+    if total is None:
+        return
+    split = protocol.split
+    n_test = split.test_size if split.test_size is not None else round(split.test_fraction * total)
+    if n_test >= total:
+        problems.add(
+            ("split", "test_size" if split.test_size is not None else "test_fraction"),
+            f"a test set of {n_test} cases leaves no training case (the dataset has {total}); "
+            "make it smaller",
+        )
+        return
+    pool = total - n_test
+    for i, n in enumerate(protocol.training_sizes):
+        if n > pool:
+            problems.add(
+                ("training_sizes", i),
+                f"N={n} is larger than the training pool of {pool} cases "
+                f"({total} in the dataset minus {n_test} for testing); lower N or add cases",
+            )
+    if protocol.tuning is not None and protocol.tuning.n is not None and protocol.tuning.n > pool:
+        problems.add(
+            ("tuning", "n"),
+            f"tuning N={protocol.tuning.n} is larger than the training pool of {pool} cases",
+        )

@@ -1,0 +1,244 @@
+"""The protocol schema: pydantic models of a versioned YAML protocol.
+
+A protocol fixes everything a benchmark compares under: the data and its split, the training
+sizes N and seeds, the scenarios (modalities at training and at inference), the strategies and
+their hyper-parameters or tuning budget, the backbone and training budget, the metrics and the
+statistics. ``docs/protocols.md`` documents every field; ``protocols/`` holds examples.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kdbench.modalities import MODALITIES, all_combinations, label, normalize
+
+#: The protocol schema version this kdbench reads (the ``kdbench_protocol`` key).
+SCHEMA_VERSION = 1
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def _safe_name(value: str) -> str:
+    if not _SAFE_NAME.match(value):
+        raise ValueError(
+            "must start with a letter or digit and hold only letters, digits, '_', '.', '-' "
+            f"(it names files), got {value!r}"
+        )
+    return value
+
+
+class Strict(BaseModel):
+    """A model that refuses unknown keys and is immutable after validation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(Strict):
+    """Where the cases come from."""
+
+    source: str = Field(description="Dataset plugin name, e.g. 'phantom' or 'brats'.")
+    path: str | None = Field(None, description="Folder of the release (datasets read from disk).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Options of the plugin.")
+
+
+class SplitSpec(Strict):
+    """The held-out test set and the validation share inside each training subset."""
+
+    test_size: int | None = Field(None, ge=1, description="Number of test cases.")
+    test_fraction: float | None = Field(None, gt=0, lt=1, description="Or a fraction of cases.")
+    seed: int = Field(0, description="Seed of the test-set draw (fixed for the whole protocol).")
+    validation_fraction: float = Field(
+        0.2, gt=0, lt=0.5, description="Share of each (N, seed) subset held for validation."
+    )
+    stratify: bool = Field(True, description="Stratify the test draw by grade/source if known.")
+
+    @model_validator(mode="after")
+    def _one_test_size(self) -> SplitSpec:
+        if (self.test_size is None) == (self.test_fraction is None):
+            raise ValueError("give exactly one of test_size and test_fraction")
+        return self
+
+
+class ScenarioSpec(Strict):
+    """Modalities present in training data, and those available at inference."""
+
+    name: str
+    training: tuple[str, ...] = Field(MODALITIES, description="Modalities in the training data.")
+    available: tuple[str, ...] | Literal["all"] = Field(
+        description="Modalities available at inference, or 'all' for every non-empty subset "
+        "of the training modalities (15 for four)."
+    )
+
+    _name = field_validator("name")(_safe_name)
+
+    @field_validator("training", mode="before")
+    @classmethod
+    def _training(cls, value: Any) -> tuple[str, ...]:
+        return normalize(_as_list(value))
+
+    @field_validator("available", mode="before")
+    @classmethod
+    def _available(cls, value: Any) -> Any:
+        if value == "all":
+            return value
+        return normalize(_as_list(value))
+
+    @model_validator(mode="after")
+    def _available_in_training(self) -> ScenarioSpec:
+        if self.available != "all":
+            extra = [m for m in self.available if m not in self.training]
+            if extra:
+                raise ValueError(
+                    f"available modalities {extra} are not among the training modalities "
+                    f"{list(self.training)}"
+                )
+        return self
+
+    def subsets(self) -> list[tuple[str, ...]]:
+        """The modality subsets available at inference, in table order."""
+        if self.available == "all":
+            return all_combinations(self.training)
+        return [self.available]
+
+    def describe(self) -> str:
+        """``t1ce (training on t1+t1ce+t2+flair)``."""
+        shown = "all subsets" if self.available == "all" else label(self.available)
+        return f"{shown} (training on {label(self.training)})"
+
+
+class StrategySpec(Strict):
+    """One strategy to run, with its hyper-parameters (or ``tuned``) and dependencies."""
+
+    name: str = Field(description="Strategy plugin name.")
+    label: str | None = Field(
+        None, description="Unique label in this protocol (default: the name); needed when one "
+        "strategy runs twice with different settings."
+    )
+    hparams: dict[str, Any] | Literal["tuned"] = Field(
+        default_factory=dict, description="Overrides of the declared defaults, or 'tuned'."
+    )
+    teacher: str | None = Field(None, description="Teacher plugin (default: the strategy's).")
+    teacher_hparams: dict[str, Any] = Field(default_factory=dict)
+    generator: str | None = Field(None, description="Generator plugin (default: the strategy's).")
+    generator_hparams: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("hparams", mode="before")
+    @classmethod
+    def _hparams(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if isinstance(value, str) and value != "tuned":
+            raise ValueError(f"must be a mapping of overrides or the word 'tuned', got {value!r}")
+        return value
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        return None if value is None else _safe_name(value)
+
+    @property
+    def key(self) -> str:
+        """The label, or the name when no label is given."""
+        return self.label or self.name
+
+
+class BackboneSpec(Strict):
+    """The network family every strategy runs on, and its options."""
+
+    name: str = "nnunet"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingSpec(Strict):
+    """The training budget and its checkpoints; the same for every strategy."""
+
+    epochs: int = Field(ge=1)
+    iterations_per_epoch: int = Field(ge=1)
+    validate_every: int = Field(1, ge=1, description="Validation Dice every k epochs.")
+    checkpoint_every: int = Field(1, ge=1, description="Checkpoint every k epochs.")
+
+
+class TuningSpec(Strict):
+    """One tuning budget, the same for every strategy whose hyper-parameters are ``tuned``."""
+
+    trials: int = Field(ge=1)
+    n: int | None = Field(None, ge=1, description="Training size to tune at (default: each N).")
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["hyperband", "median", "none"] = "hyperband"
+    seed: int = 0
+
+
+class StatisticsSpec(Strict):
+    """The paired comparison the report makes."""
+
+    baseline: str | None = Field(None, description="Strategy label to compare against.")
+    test: Literal["wilcoxon", "ttest"] = "wilcoxon"
+    correction: Literal["holm", "bonferroni", "fdr_bh", "none"] = "holm"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for CIs.")
+
+
+class Protocol(Strict):
+    """A whole benchmark protocol (the root of a protocol YAML file)."""
+
+    kdbench_protocol: Literal[1] = Field(description="Schema version of this file.")
+    name: str
+    version: str = Field(description="Version of this protocol; enters every Job id.")
+    description: str = ""
+    dataset: DatasetSpec
+    split: SplitSpec
+    training_sizes: tuple[int, ...] = Field(min_length=1)
+    seeds: tuple[int, ...] = Field(min_length=1)
+    scenarios: tuple[ScenarioSpec, ...] = Field(min_length=1)
+    strategies: tuple[StrategySpec, ...] = Field(min_length=1)
+    backbone: BackboneSpec = Field(default_factory=BackboneSpec)
+    training: TrainingSpec
+    tuning: TuningSpec | None = None
+    metrics: tuple[str, ...] | None = Field(
+        None, description="Metric plugin names (default: every registered metric)."
+    )
+    statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
+
+    _name = field_validator("name")(_safe_name)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("training_sizes", "seeds")
+    @classmethod
+    def _unique(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        dupes = sorted({v for v in value if value.count(v) > 1})
+        if dupes:
+            raise ValueError(f"values listed twice: {dupes}")
+        return value
+
+    @field_validator("training_sizes")
+    @classmethod
+    def _positive_sorted(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(n < 2 for n in value):
+            raise ValueError("every N must be at least 2 (one training and one validation case)")
+        return tuple(sorted(value))
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> Protocol:
+        for what, keys in (
+            ("strategy label", [s.key for s in self.strategies]),
+            ("scenario name", [s.name for s in self.scenarios]),
+        ):
+            dupes = sorted({k for k in keys if keys.count(k) > 1})
+            if dupes:
+                raise ValueError(f"{what}s must be unique; repeated: {dupes} (add `label:`)")
+        return self
+
+
+def _as_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return list(value)
+    raise ValueError(f"expected a modality name or a list of them, got {value!r}")

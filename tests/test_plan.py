@@ -1,0 +1,132 @@
+"""Plans: job counts, shared teachers, deterministic ids, and what changes an id."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from helpers import DEMO, run_cli
+
+from kdbench.plan import build_plan
+from kdbench.plugin_manager import load_plugins
+from kdbench.protocol import load_protocol
+
+BUILTINS = {"mono", "multi", "kd", "nnunet_backbone", "phantom", "brats"}
+
+
+def _plan(registry, path=DEMO):
+    return build_plan(load_protocol(path, registry), registry)
+
+
+def test_demo_plan_shape(registry):
+    plan = _plan(registry)
+    # per (N, seed): one multi (strategy in both scenarios and the teacher of kd), mono and kd
+    # once per scenario
+    assert len(plan.jobs) == 3 * 2 * 5
+    for n in (4, 8, 16):
+        for seed in (0, 1):
+            jobs = [j for j in plan.jobs if (j.n, j.seed) == (n, seed)]
+            by = {c: [j for j in jobs if j.component == c] for c in ("mono", "multi", "kd")}
+            assert [len(by[c]) for c in ("mono", "multi", "kd")] == [2, 1, 2]
+            teacher = by["multi"][0]
+            assert teacher.modalities.training == ("t1", "t1ce", "t2", "flair")
+            assert sorted(teacher.roles) == sorted([
+                "strategy multi @ t1ce_only", "strategy multi @ flair_only",
+                "teacher of kd @ t1ce_only", "teacher of kd @ flair_only"])
+            for kd in by["kd"]:
+                assert kd.depends_on == {"teacher": teacher.id}
+                assert kd.modalities.training == teacher.modalities.training
+            assert {m.modalities.training for m in by["mono"]} == {("t1ce",), ("flair",)}
+    index = {job.id: i for i, job in enumerate(plan.jobs)}
+    for job in plan.jobs:  # dependencies first
+        assert all(index[d] < index[job.id] for d in job.depends_on.values())
+    waves = plan.waves()
+    assert len(waves) == 2 and {j.component for j in waves[1]} == {"kd"}
+
+
+def test_same_protocol_same_ids_byte_for_byte(registry, tmp_path):
+    first = json.dumps(_plan(registry).to_json(), sort_keys=True)
+    second = json.dumps(_plan(load_plugins(use_env=False)).to_json(), sort_keys=True)
+    assert first == second
+    # and in fresh processes, which would expose any dependence on hash randomisation
+    out = [run_cli("plan", str(DEMO), "--json", env={"PYTHONHASHSEED": s}) for s in "12"]
+    assert out[0].returncode == 0, out[0].stderr
+    assert out[0].stdout == out[1].stdout
+    assert json.loads(out[0].stdout)["jobs"] == json.loads(first)["jobs"]
+
+
+def _with_version(tmp_path: Path, module: str, cls: str, version: str):
+    folder = tmp_path / f"v_{module}"
+    folder.mkdir()
+    (folder / f"{module}_v{version}.py").write_text(textwrap.dedent(f"""
+        from kdbench import hookimpl
+        from kdbench_plugins.{module} import {cls}
+
+        class Bumped({cls}):
+            '''The same strategy, a new version.'''
+            version = "{version}"
+
+        @hookimpl
+        def kdbench_register_strategies(registry):
+            registry.add(Bumped)
+
+        @hookimpl
+        def kdbench_register_teachers(registry):
+            if issubclass(Bumped, __import__("kdbench").Teacher):
+                registry.add(Bumped)
+    """))
+    allow = (BUILTINS - {module}) | {f"{module}_v{version}"}
+    return load_plugins([folder], allow=allow, use_env=False)
+
+
+def _ids(plan) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for job in plan.jobs:
+        out.setdefault(job.component, set()).add(job.id)
+    return out
+
+
+def test_bumping_a_version_changes_only_its_jobs(registry, tmp_path):
+    base = _ids(_plan(registry))
+    mono2 = _ids(_plan(_with_version(tmp_path, "mono", "Mono", "2")))
+    assert mono2["mono"].isdisjoint(base["mono"])
+    assert mono2["multi"] == base["multi"] and mono2["kd"] == base["kd"]
+    kd2 = _ids(_plan(_with_version(tmp_path, "kd", "KnowledgeDistillation", "2")))
+    assert kd2["kd"].isdisjoint(base["kd"])
+    assert kd2["mono"] == base["mono"] and kd2["multi"] == base["multi"]
+    # a teacher's version also changes its students' ids (they depend on its result)
+    multi2 = _ids(_plan(_with_version(tmp_path, "multi", "Multi", "2")))
+    assert multi2["multi"].isdisjoint(base["multi"]) and multi2["kd"].isdisjoint(base["kd"])
+    assert multi2["mono"] == base["mono"]
+
+
+def test_hyperparameters_change_only_that_strategy(registry, demo_data, write_protocol):
+    base = _ids(_plan(registry))
+    demo_data["strategies"][2]["hparams"]["temperature"] = 4.0
+    changed = _ids(_plan(registry, write_protocol(demo_data)))
+    assert changed["kd"].isdisjoint(base["kd"])
+    assert changed["mono"] == base["mono"] and changed["multi"] == base["multi"]
+    # the default written out explicitly is the same result, so the same id
+    demo_data["strategies"][2]["hparams"] = {"temperature": 10}
+    assert _ids(_plan(registry, write_protocol(demo_data))) == base
+
+
+def test_all_fifteen_scenario(registry, demo_data, write_protocol):
+    demo_data["scenarios"] = [{"name": "any", "available": "all"}]
+    demo_data["training_sizes"] = [8]
+    demo_data["seeds"] = [0]
+    plan = _plan(registry, write_protocol(demo_data))
+    counts = {c: len(ids) for c, ids in _ids(plan).items()}
+    assert counts == {"mono": 15, "multi": 1, "kd": 15}
+    kd_subsets = sorted(j.modalities.evaluate for j in plan.jobs if j.component == "kd")
+    assert len(set(kd_subsets)) == 15
+
+
+def test_tuned_hparams_are_keyed_by_the_budget(registry, demo_data, write_protocol):
+    demo_data["strategies"][2]["hparams"] = "tuned"
+    demo_data["tuning"] = {"trials": 8, "n": 8}
+    plan = _plan(registry, write_protocol(demo_data))
+    kd = [j for j in plan.jobs if j.component == "kd"]
+    assert {j.hparams["tuned"]["trials"] for j in kd} == {8}
+    assert {j.hparams["tuned"]["n"] for j in kd} == {8}
