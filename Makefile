@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -e ".[test]"
 	@touch $(STAMP)
 
+# The whole pipeline on the synthetic default (grows with the training and report issues).
 demo: install
-	$(VENV)/bin/kdbench demo
+	$(VENV)/bin/kdbench data synth --protocol protocols/demo.yaml --out data/phantom_demo
+	$(VENV)/bin/kdbench protocol validate protocols/demo.yaml
+	$(VENV)/bin/kdbench plan protocols/demo.yaml
 
 test: install
 	$(PY) -m pytest -m "not slow"

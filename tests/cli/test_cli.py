@@ -1,0 +1,90 @@
+"""The command line as a user runs it: exit codes, JSON output, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import DEMO, run_cli
+
+STRATEGY = """
+from kdbench import Strategy, hookimpl
+
+class Extra(Strategy):
+    '''From a plugins folder.'''
+    name = "{name}"
+
+@hookimpl
+def kdbench_register_strategies(registry):
+    registry.add(Extra)
+"""
+
+
+def test_help_lists_the_nouns():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for noun in ("plugins", "plan", "protocol", "data"):
+        assert noun in out.stdout
+
+
+def test_plugins_json_and_plugins_dir(tmp_path):
+    out = run_cli("plugins", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    names = {p["name"]: p for p in data["plugins"]}
+    assert names["kd"]["registered"] == {"strategies": ["kd"]}
+    assert names["phantom"]["registered"] == {"datasets": ["phantom"]}
+    assert set(data["components"]["strategies"]) == {"mono", "multi", "kd"}
+
+    (tmp_path / "extra.py").write_text(STRATEGY.format(name="extra"))
+    out = run_cli("--plugins-dir", str(tmp_path), "plugins", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["components"]["strategies"]["extra"]["plugin"] == "extra"
+
+    (tmp_path / "extra.py").write_text(STRATEGY.format(name="kd"))
+    out = run_cli("--plugins-dir", str(tmp_path), "plugins")
+    assert out.returncode == 2
+    assert "two strategies are named 'kd'" in out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+def test_plugins_dir_from_environment(tmp_path):
+    (tmp_path / "extra.py").write_text(STRATEGY.format(name="extra"))
+    out = run_cli("plugins", env={"KDBENCH_PLUGINS_DIR": str(tmp_path)})
+    assert out.returncode == 0 and "extra" in out.stdout
+
+
+def test_validate_and_plan(tmp_path):
+    out = run_cli("protocol", "validate", str(DEMO))
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+    out = run_cli("plan", str(DEMO))
+    assert out.returncode == 0 and "30 jobs in 2 waves" in out.stdout
+    plan = json.loads(run_cli("plan", str(DEMO), "--json").stdout)
+    assert len(plan["jobs"]) == 30 and len(plan["waves"]) == 2
+
+
+def test_bad_protocol_is_a_clean_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DEMO.read_text().replace("name: kd", "name: kdd"))
+    for command in (["protocol", "validate"], ["plan"]):
+        out = run_cli(*command, str(bad))
+        assert out.returncode == 2
+        assert "unknown strategy 'kdd'" in out.stderr and "did you mean 'kd'" in out.stderr
+        assert "Traceback" not in out.stderr
+    out = run_cli("plan", str(tmp_path / "missing.yaml"))
+    assert out.returncode == 2 and "not found" in out.stderr
+
+
+def test_data_synth(tmp_path):
+    out = run_cli("data", "synth", "--out", str(tmp_path / "ph"), "-o", "cases=2",
+                  "-o", "shape=[24,24,24]")
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "ph").glob("BraTS2021_*")) == [
+        "BraTS2021_00000", "BraTS2021_00001"]
+    out = run_cli("data", "synth", "--out", str(tmp_path / "x"), "-o", "shape=[8,8,8]")
+    assert out.returncode == 2 and "options.shape" in out.stderr
+    assert not (tmp_path / "x").exists()
+    out = run_cli("data", "synth", "--out", str(tmp_path / "x"), "--dataset", "brats")
+    assert out.returncode == 2 and "read from disk" in out.stderr
+    out = run_cli("data", "synth", "--out", str(tmp_path / "x"), "-o", "cases")
+    assert out.returncode == 2 and "KEY=VALUE" in out.stderr
