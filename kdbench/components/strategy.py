@@ -39,7 +39,7 @@ class Strategy(Component):
     it needs (``requires``: ``"teacher"`` and/or ``"generator"``, with defaults that a protocol
     may override) and its hyper-parameters. :meth:`modality_plans` says how a scenario becomes
     Jobs. The training lifecycle the engine calls (build networks, loss of one batch, predict)
-    is documented in ``docs/strategy_lifecycle.md``.
+    is added with the engine; until then a strategy is a declaration the plan can expand.
 
     Example:
         >>> class Mono(Strategy):
