@@ -51,9 +51,10 @@ class Job:
 
     @property
     def kind(self) -> str:
-        """``strategy`` if the protocol scores it as a strategy, else its first role's kind."""
-        kinds = [r.split(" ", 1)[0] for r in self.roles]
-        return "strategy" if "strategy" in kinds else kinds[0]
+        """The kinds of its roles, e.g. ``strategy+teacher`` for a shared ``multi``."""
+        kinds = sorted({r.split(" ", 1)[0] for r in self.roles}, key=("strategy", "teacher",
+                                                                       "generator").index)
+        return "+".join(kinds)
 
     def to_json(self) -> dict[str, Any]:
         """JSON form for ``kdbench plan --json``."""
@@ -205,5 +206,8 @@ def build_plan(protocol: Protocol, registry: Registry) -> Plan:
 
 def modality_summary(job: Job) -> str:
     """``t1+t1ce+t2+flair -> t1ce`` (training modalities -> evaluated subsets)."""
-    evaluated = ", ".join(label(s) for s in job.modalities.evaluate) or "-"
-    return f"{label(job.modalities.training)} -> {evaluated}"
+    subsets = job.modalities.evaluate
+    evaluated = ", ".join(label(s) for s in subsets) if len(subsets) <= 2 else (
+        f"{len(subsets)} subsets"
+    )
+    return f"{label(job.modalities.training)} -> {evaluated or '-'}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ from rich.console import Console
 
 from kdbench.registry import Registry
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Piped output (make, CI logs) is not truncated to 80 columns.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 
 @dataclass

@@ -28,7 +28,7 @@ def plan(
     waves = result.waves()
     table = Table(title=f"Plan of {result.protocol.name} v{result.protocol.version}")
     for column in ("wave", "job", "kind", "component", "N", "seed", "modalities", "needs"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("job", "modalities", "needs"))
     for index, wave in enumerate(waves):
         for job in wave:
             needs = ", ".join(f"{role} {jid}" for role, jid in sorted(job.depends_on.items()))
