@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from kdbench.components.base import Component
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import numpy as np
+
+    from kdbench.data.cases import CaseFiles
 
 
 class BackboneOptions(BaseModel):
@@ -27,3 +35,48 @@ class Backbone(Component):
     def validate_options(cls, options: dict[str, Any]) -> BackboneOptions:
         """Validated options (raises ``pydantic.ValidationError``)."""
         return cls.Options.model_validate(options)
+
+    @classmethod
+    def preparation_options(cls, options: BackboneOptions) -> dict[str, Any]:
+        """The options that change :meth:`prepare`'s output (default: all of them).
+
+        A prepared dataset is redone only when these change, so options that matter only for
+        training or inference must be left out.
+        """
+        return options.model_dump(mode="json")
+
+    def prepare(
+        self,
+        cases: Sequence[CaseFiles],
+        label_map: Mapping[int, int],
+        dest: Path,
+        options: BackboneOptions,
+        *,
+        name: str,
+        num_processes: int = 1,
+    ) -> dict[str, Any]:
+        """Write the backbone's form of a checked dataset under ``dest`` (created by the caller).
+
+        Called once per prepared dataset by ``kdbench data prepare``, for all strategies.
+
+        Args:
+            cases: the checked cases, canonical modalities present.
+            label_map: source label value -> canonical label value.
+            dest: an empty folder owned by this backbone.
+            options: the backbone's validated options.
+            name: the dataset's name.
+            num_processes: worker processes to use.
+
+        Returns:
+            A JSON-ready summary recorded in the dataset's ``prepared.json``.
+        """
+        raise NotImplementedError(f"backbone {self.name!r} cannot prepare data")
+
+    def load_case(
+        self, dest: Path, summary: Mapping[str, Any], case_id: str, modalities: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One preprocessed case: (image channels of ``modalities``, segmentation).
+
+        Every strategy reads the same preprocessed bytes; fewer modalities select channels.
+        """
+        raise NotImplementedError(f"backbone {self.name!r} cannot load prepared cases")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from kdbench.components.base import Component
+
+if TYPE_CHECKING:
+    from kdbench.data.cases import Release
 
 
 class DatasetOptions(BaseModel):
@@ -21,7 +24,8 @@ class Dataset(Component):
 
     A synthetic dataset (``synthetic = True``) writes its cases with :meth:`generate`, in a
     BraTS release layout, so that the real ingestion path reads them. A reader of releases on
-    disk takes ``dataset.path`` from the protocol instead.
+    disk implements :meth:`detect` and :meth:`read`; ``kdbench data prepare`` asks every
+    registered reader whether it recognises a folder.
     """
 
     synthetic: ClassVar[bool] = False
@@ -40,3 +44,19 @@ class Dataset(Component):
     def generate(self, dest: Path, options: DatasetOptions) -> Path:
         """Write the cases under ``dest`` and return the release folder (synthetic only)."""
         raise NotImplementedError(f"dataset {self.name!r} is read from disk, not generated")
+
+    @classmethod
+    def detect(cls, root: Path) -> str | None:
+        """The layout name if this reader recognises the folder ``root``, else ``None``.
+
+        Must be cheap: it lists file names, it reads no image.
+        """
+        return None
+
+    def read(self, root: Path, options: DatasetOptions) -> Release:
+        """List the cases of the release at ``root`` (file names only; no voxel is read).
+
+        Problems found while listing (missing modality, duplicate or unsafe case id, empty
+        release) go to ``Release.problems``; nothing is raised for them.
+        """
+        raise NotImplementedError(f"dataset {self.name!r} is generated, not read from disk")

@@ -122,7 +122,7 @@ def _check_dataset(problems: _Problems, protocol: Protocol, registry: Registry) 
     if total is None:
         return
     split = protocol.split
-    n_test = split.test_size if split.test_size is not None else round(split.test_fraction * total)
+    n_test = split.test_count(total)
     if n_test >= total:
         problems.add(
             ("split", "test_size" if split.test_size is not None else "test_fraction"),

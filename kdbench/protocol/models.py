@@ -40,8 +40,17 @@ class DatasetSpec(Strict):
     """Where the cases come from."""
 
     source: str = Field(description="Dataset plugin name, e.g. 'phantom' or 'brats'.")
+    name: str | None = Field(
+        None, description="Name of the prepared dataset under the data folder (default: the "
+        "release folder's name, or the synthetic source and a hash of its options)."
+    )
     path: str | None = Field(None, description="Folder of the release (datasets read from disk).")
     options: dict[str, Any] = Field(default_factory=dict, description="Options of the plugin.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else _safe_name(value)
 
 
 class SplitSpec(Strict):
@@ -54,6 +63,12 @@ class SplitSpec(Strict):
         0.2, gt=0, lt=0.5, description="Share of each (N, seed) subset held for validation."
     )
     stratify: bool = Field(True, description="Stratify the test draw by grade/source if known.")
+
+    def test_count(self, total: int) -> int:
+        """Test-set size for a dataset of ``total`` cases (a fraction rounds, at least 1)."""
+        if self.test_size is not None:
+            return self.test_size
+        return max(1, round(self.test_fraction * total))
 
     @model_validator(mode="after")
     def _one_test_size(self) -> SplitSpec:

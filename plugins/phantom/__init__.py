@@ -22,10 +22,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from kdbench_plugins.phantom.build import PHANTOM_VERSION, generate_phantom
 from pydantic import Field, field_validator
 
 from kdbench import Dataset, DatasetOptions, hookimpl
+from kdbench_plugins.phantom.build import PHANTOM_VERSION, generate_phantom
 
 if TYPE_CHECKING:
     from kdbench.registry import CategoryRegistry

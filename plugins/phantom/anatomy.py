@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
 from kdbench_plugins.phantom.fields import Shape, gaussian, random_warp_coords, smooth_noise, warp
 
 #: Fraction of the longest axis the brain's bounding box spans (room for rotation/scaling).

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from kdbench import KdbenchError
 from kdbench_plugins.phantom import writer
 from kdbench_plugins.phantom.anatomy import (
     Tissues,
@@ -22,8 +24,6 @@ from kdbench_plugins.phantom.anatomy import (
 )
 from kdbench_plugins.phantom.contrast import render
 from kdbench_plugins.phantom.tumour import TumourSpec, make_tumour
-
-from kdbench import KdbenchError
 
 #: Bump when a change alters the generated files (it is also the dataset's version).
 PHANTOM_VERSION = "1"

@@ -25,6 +25,7 @@ and at least 1 inside, as in BraTS.
 from __future__ import annotations
 
 import numpy as np
+
 from kdbench_plugins.phantom.anatomy import Tissues
 from kdbench_plugins.phantom.fields import gaussian, smooth_noise
 from kdbench_plugins.phantom.tumour import EDEMA, ET, NCR

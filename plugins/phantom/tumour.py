@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from kdbench_plugins.phantom.anatomy import Tissues
 from kdbench_plugins.phantom.fields import random_rotation, smooth_noise
 

@@ -10,6 +10,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from pydantic import ValidationError
+
+from kdbench import KdbenchError
 from kdbench_plugins.phantom import (
     PhantomDataset,
     PhantomOptions,
@@ -19,9 +22,6 @@ from kdbench_plugins.phantom import (
     writer,
 )
 from kdbench_plugins.phantom.anatomy import mni_paths
-from pydantic import ValidationError
-
-from kdbench import KdbenchError
 
 SUFFIXES = ("t1", "t1ce", "t2", "flair", "seg")
 MODALITIES = ("t1", "t1ce", "t2", "flair")

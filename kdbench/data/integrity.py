@@ -1,0 +1,222 @@
+"""Integrity checks of a release: every file of every case is read, and every problem is kept.
+
+A reader (:meth:`kdbench.Dataset.read`) lists file names only; here each image and label is
+loaded and checked: readable, 3D, on the segmentation's grid (shape and affine), finite, and
+labels within the release's convention. All problems of all cases are collected and reported
+together, so one run tells the user everything to fix (or which cases ``--exclude-bad`` drops).
+
+Cases are independent, so ``workers > 1`` checks them in a process pool; the functions it runs
+are module-level so that the pool also works with the ``spawn`` start method.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from kdbench.data.cases import LABEL_MAPS, CaseFiles, Problem, Release
+
+EXCLUDE = "or leave the case out with --exclude-bad"
+#: Largest difference between two affines (mm) still taken as the same grid.
+AFFINE_ATOL = 1e-3
+#: How many offending values a message lists.
+SHOWN = 5
+
+
+def check_release(release: Release, *, workers: int = 1) -> list[Problem]:
+    """All problems of a release: the reader's, and those found by reading every file.
+
+    Args:
+        release: the release as listed by its reader.
+        workers: processes; cases are checked in parallel when above 1 (same result).
+
+    Returns:
+        The problems sorted by case id (release-level ones first), then file.
+    """
+    allowed = tuple(sorted(LABEL_MAPS[release.label_convention]))
+    jobs = [(case, allowed) for case in release.cases]
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: the caller may hold threads (torch, mlflow) that fork would copy badly.
+        context = multiprocessing.get_context("spawn")
+        chunk = max(1, len(jobs) // (workers * 4))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            found = list(pool.map(_check_job, jobs, chunksize=chunk))
+    else:
+        found = [_check_job(job) for job in jobs]
+    problems = list(release.problems) + [p for case in found for p in case]
+    return sorted(problems, key=_order)
+
+
+def bad_cases(problems: Iterable[Problem]) -> set[str]:
+    """Ids of the cases with at least one problem (release-level problems name no case).
+
+    Args:
+        problems: problems, e.g. from :func:`check_release`.
+
+    Returns:
+        The case ids.
+    """
+    return {p.case for p in problems if p.case is not None}
+
+
+def format_report(root: Path, problems: list[Problem]) -> str:
+    """A readable report: ``N problems in M cases of ROOT:``, then one line per problem.
+
+    Args:
+        root: the release folder; files are shown relative to it.
+        problems: the problems (in the order given).
+
+    Returns:
+        The report, one ``case  file  problem; fix`` line per problem.
+    """
+    root = Path(root)
+    if not problems:
+        return f"no problem found in {root}"
+    cases = len(bad_cases(problems))
+    head = (f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {cases} "
+            f"case{'s' if cases != 1 else ''} of {root}:")
+    rows = [(p.case or "<release>", _shown(root, p.file), f"{p.problem}; {p.fix}")
+            for p in problems]
+    width_case = max(len(r[0]) for r in rows)
+    width_file = max(len(r[1]) for r in rows)
+    lines = [f"  {c:<{width_case}}  " + (f"{f:<{width_file}}  " if width_file else "") + text
+             for c, f, text in rows]
+    return "\n".join([head, *lines])
+
+
+def check_case(case: CaseFiles, allowed: tuple[int, ...]) -> list[Problem]:
+    """The problems of one case's files.
+
+    Files the reader found missing are not in ``case`` and are not reported again here.
+
+    Args:
+        case: the case's files.
+        allowed: the label values of the release's convention.
+
+    Returns:
+        The problems, images in channel order, then the label.
+    """
+    import numpy as np
+
+    problems: list[Problem] = []
+    grids: dict[str, tuple[Path, tuple[int, ...], Any]] = {}
+    files: list[tuple[str, Path]] = [*case.images.items()]
+    if case.label is not None:
+        files.append(("segmentation", case.label))
+    for role, path in files:
+        data, affine = _load(case.case_id, path, problems)
+        if data is None:
+            continue
+        grids[role] = (path, data.shape, affine)
+        if data.dtype.kind == "f":
+            problems.extend(_non_finite(case.case_id, path, data))
+        if role == "segmentation":
+            problems.extend(_label_values(case.case_id, path, data, allowed))
+        del data  # one volume in memory at a time
+    # Every file must lie on the segmentation's grid (or the first image's, without one).
+    if grids:
+        ref_role = "segmentation" if "segmentation" in grids else next(iter(grids))
+        _, ref_shape, ref_affine = grids[ref_role]
+        for role, (path, shape, affine) in grids.items():
+            if role == ref_role:
+                continue
+            if shape != ref_shape:
+                problems.append(Problem(
+                    case.case_id, path, f"shape {shape} differs from the {ref_role}'s "
+                    f"{ref_shape}", f"resample the image onto the {ref_role}'s grid, {EXCLUDE}"))
+            elif not np.allclose(affine, ref_affine, atol=AFFINE_ATOL, rtol=0):
+                diff = float(np.abs(np.asarray(affine) - np.asarray(ref_affine)).max())
+                problems.append(Problem(
+                    case.case_id, path, f"affine differs from the {ref_role}'s (by up to "
+                    f"{diff:.3g} mm)", f"re-export the image with the {ref_role}'s header, "
+                    f"{EXCLUDE}"))
+    return problems
+
+
+def _check_job(job: tuple[CaseFiles, tuple[int, ...]]) -> list[Problem]:
+    """:func:`check_case` on one ``(case, allowed)`` pair (a picklable pool task)."""
+    return check_case(*job)
+
+
+def _load(case_id: str, path: Path, problems: list[Problem]) -> tuple[Any, Any]:
+    """The 3D voxel array and affine of ``path``, or ``(None, None)`` after adding a problem."""
+    import nibabel as nib
+    import numpy as np
+
+    try:
+        img = nib.load(path)
+        data = np.asanyarray(img.dataobj)
+        affine = img.affine
+    except Exception as exc:  # noqa: BLE001 - nibabel, gzip and zlib raise many types
+        problems.append(Problem(case_id, path, f"unreadable: {type(exc).__name__}: {exc}",
+                                f"re-download or re-export the file, {EXCLUDE}"))
+        return None, None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]  # a trailing singleton time axis holds one 3D volume
+    if data.ndim != 3:
+        problems.append(Problem(case_id, path, f"{data.ndim}D image (shape {data.shape}) where "
+                                "3D is expected", f"save a single 3D volume, {EXCLUDE}"))
+        return None, None
+    return data, affine
+
+
+def _non_finite(case_id: str, path: Path, data: Any) -> list[Problem]:
+    """Problems for NaN and infinite voxels."""
+    import numpy as np
+
+    problems = []
+    nan = int(np.isnan(data).sum())
+    inf = int(np.isinf(data).sum())
+    if nan:
+        problems.append(Problem(case_id, path, f"NaN voxels ({nan})",
+                                f"re-export the file without NaN, {EXCLUDE}"))
+    if inf:
+        problems.append(Problem(case_id, path, f"infinite voxels ({inf})",
+                                f"re-export the file without infinite values, {EXCLUDE}"))
+    return problems
+
+
+def _label_values(case_id: str, path: Path, data: Any, allowed: tuple[int, ...]
+                  ) -> list[Problem]:
+    """Problems for non-integer label values and values outside the convention."""
+    import numpy as np
+
+    problems = []
+    values = np.unique(data)
+    if values.dtype.kind == "f":
+        values = values[np.isfinite(values)]  # non-finite ones are reported already
+        fractional = values[values != np.round(values)]
+        if fractional.size:
+            shown = ", ".join(f"{v:g}" for v in fractional[:SHOWN])
+            problems.append(Problem(case_id, path, f"non-integer label values ({shown})",
+                                    f"round or re-export the labels, {EXCLUDE}"))
+        values = values[values == np.round(values)]
+    unexpected = sorted({int(v) for v in values} - set(allowed))
+    if unexpected:
+        shown = ", ".join(str(v) for v in unexpected[:SHOWN])
+        problems.append(Problem(
+            case_id, path, f"label values {shown} outside the release's convention "
+            f"({', '.join(str(v) for v in allowed)})",
+            f"convert the labels to the release's convention, {EXCLUDE}"))
+    return problems
+
+
+def _order(problem: Problem) -> tuple[str, str, str]:
+    """Sort key: case id (release-level first), then file, then text."""
+    return (problem.case or "", str(problem.file or ""), problem.problem)
+
+
+def _shown(root: Path, file: Path | None) -> str:
+    """``file`` relative to ``root`` when it lies below it."""
+    if file is None:
+        return ""
+    try:
+        return str(Path(file).relative_to(root))
+    except ValueError:
+        return os.fspath(file)
+

@@ -1,0 +1,65 @@
+"""Opening a dataset made by ``kdbench data prepare``, and loading its cases for a strategy."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdbench.data.prepare import CASES, MARKER, read_marker
+from kdbench.errors import KdbenchError
+from kdbench.registry import Registry
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A prepared dataset folder: its marker, its cases, and its backbone's data.
+
+    Attributes:
+        path: the folder (``data/NAME``).
+        marker: the content of ``prepared.json``.
+        cases: case id -> metadata (e.g. ``{"grade": "HGG"}``), in id order.
+    """
+
+    path: Path
+    marker: dict[str, Any]
+    cases: dict[str, dict[str, str]]
+
+    @classmethod
+    def open(cls, path: Path) -> PreparedDataset:
+        """Open ``path``; a folder without a complete ``prepared.json`` is refused."""
+        path = Path(path)
+        marker = read_marker(path)
+        if marker is None:
+            raise KdbenchError(
+                f"{path} is not a prepared dataset (no {MARKER}); run `kdbench data prepare`"
+            )
+        listing = json.loads((path / CASES).read_text())
+        cases = {c["id"]: c["metadata"] for c in listing["cases"]}
+        return cls(path, marker, dict(sorted(cases.items())))
+
+    @property
+    def name(self) -> str:
+        """The dataset's name."""
+        return self.marker["name"]
+
+    def strata(self) -> dict[str, str] | None:
+        """Case id -> grade (or source) for stratifying the test set, when the release has it."""
+        for key in ("grade", "source"):
+            if any(key in meta for meta in self.cases.values()):
+                return {cid: meta.get(key, "unknown") for cid, meta in self.cases.items()}
+        return None
+
+    def load_case(self, registry: Registry, case_id: str, modalities: list[str] | tuple[str, ...]
+                  ) -> tuple[Any, Any]:
+        """The preprocessed (images of ``modalities``, segmentation) of one case.
+
+        All strategies read the same preprocessed bytes; a strategy that sees fewer modalities
+        gets a channel selection of them.
+        """
+        if case_id not in self.cases:
+            raise KdbenchError(f"case {case_id!r} is not in the prepared dataset {self.path}")
+        info = self.marker["backbone"]
+        backbone = registry.backbones.get(info["name"])()
+        return backbone.load_case(self.path / info["name"], info["summary"], case_id, modalities)

@@ -1,0 +1,97 @@
+"""The ``nnunet`` backbone: nnU-Net v2 networks from plans, and nnU-Net's training recipe.
+
+Registered through ``kdbench_register_backbones`` like any third-party backbone. nnU-Net is
+imported only where it is used (preparing data, building or training a network), never when
+the plugin loads. Its environment variables are set in one place,
+:mod:`kdbench_plugins.nnunet_backbone.environment`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from kdbench import Backbone, BackboneOptions, hookimpl
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from kdbench.data.cases import CaseFiles
+
+
+class NnUNetOptions(BackboneOptions):
+    """``backbone.options`` of a protocol for the nnU-Net backbone."""
+
+    planner: Literal["default", "ResEncM", "ResEncL"] = Field(
+        "default",
+        description="nnU-Net experiment planner: 'default' gives PlainConvUNet; 'ResEncM' and "
+        "'ResEncL' the residual-encoder presets (nnU-Net Revisited, MICCAI 2024).",
+    )
+    configuration: Literal["3d_fullres", "2d", "3d_lowres"] = Field(
+        "3d_fullres", description="nnU-Net configuration to train."
+    )
+    patch_size: tuple[int, int, int] | None = Field(
+        None, description="Override of the planned patch size (tiny plans on CPU)."
+    )
+    batch_size: int | None = Field(None, ge=1, description="Override of the planned batch size.")
+    mirroring: bool = Field(True, description="Test-time mirroring in sliding-window inference.")
+
+
+class NnUNetBackbone(Backbone):
+    """nnU-Net v2: networks from plans, its data loading, augmentation, loss and inference."""
+
+    name = "nnunet"
+    version = "1"
+    Options = NnUNetOptions
+
+    @classmethod
+    def preparation_options(cls, options: NnUNetOptions) -> dict[str, Any]:  # type: ignore[override]
+        """Planner and configuration decide the preprocessing; the rest is for training."""
+        return {"planner": options.planner, "configuration": options.configuration}
+
+    def prepare(
+        self,
+        cases: Sequence[CaseFiles],
+        label_map: Mapping[int, int],
+        dest: Path,
+        options: NnUNetOptions,  # type: ignore[override]
+        *,
+        name: str,
+        num_processes: int = 1,
+    ) -> dict[str, Any]:
+        """Write an nnU-Net raw dataset (region-based BraTS labels), then plan and preprocess."""
+        from kdbench_plugins.nnunet_backbone.environment import NnUNetFolders
+        from kdbench_plugins.nnunet_backbone.preprocess import plan_and_preprocess
+        from kdbench_plugins.nnunet_backbone.raw_dataset import write_raw_dataset
+
+        folders = NnUNetFolders.under(dest, name)
+        write_raw_dataset(list(cases), label_map, folders.raw_dataset,
+                          description=f"kdbench dataset {name}")
+        summary = plan_and_preprocess(folders, options.planner, options.configuration,
+                                      num_processes)
+        summary["dataset_name"] = folders.dataset_name
+        return summary
+
+    def load_case(
+        self, dest: Path, summary: Mapping[str, Any], case_id: str, modalities: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The preprocessed case from nnU-Net's dataset class, channels of ``modalities``."""
+        import numpy as np
+        from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+        from kdbench.modalities import channel_indices
+
+        folder = str(Path(dest) / summary["data_folder"])
+        dataset = infer_dataset_class(folder)(folder, [case_id])
+        data, seg, _, _ = dataset.load_case(case_id)
+        channels = [np.asarray(data[i]) for i in channel_indices(modalities)]
+        return np.stack(channels), np.asarray(seg[:])
+
+
+@hookimpl
+def kdbench_register_backbones(registry) -> None:  # noqa: ANN001 - a CategoryRegistry
+    """Register the nnU-Net backbone."""
+    registry.add(NnUNetBackbone)
