@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The whole pipeline on the synthetic default (grows with the training and report issues).
 demo: install
-	$(VENV)/bin/kdbench data synth --protocol protocols/demo.yaml --out data/phantom_demo
 	$(VENV)/bin/kdbench protocol validate protocols/demo.yaml
+	$(VENV)/bin/kdbench data prepare --protocol protocols/demo.yaml
 	$(VENV)/bin/kdbench plan protocols/demo.yaml
 
 test: install

@@ -88,3 +88,19 @@ def test_data_synth(tmp_path):
     assert out.returncode == 2 and "read from disk" in out.stderr
     out = run_cli("data", "synth", "--out", str(tmp_path / "x"), "-o", "cases")
     assert out.returncode == 2 and "KEY=VALUE" in out.stderr
+
+
+def test_data_prepare_reports_bad_data_and_writes_nothing(tmp_path):
+    from release_factory import make_bad_release
+
+    source, expected = make_bad_release(tmp_path / "bad")
+    data_dir = tmp_path / "data"
+    out = run_cli("data", "prepare", "--source", str(source), "--name", "bad",
+                  "--data-dir", str(data_dir))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert all(case in out.stderr for case in expected)
+    assert not data_dir.exists()
+    out = run_cli("data", "prepare", "--source", str(source))
+    assert out.returncode == 2 and "--name" in out.stderr
+    out = run_cli("data", "prepare", "--protocol", "x.yaml", "--name", "y")
+    assert out.returncode == 2 and "either --protocol" in out.stderr
