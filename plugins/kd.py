@@ -2,12 +2,42 @@
 
 Generalized distillation (Lopez-Paz et al., ICLR 2016) applied to multi-modal to mono-modal
 segmentation as in KD-Net (Hu et al., MICCAI 2020): a teacher trained on every modality of the
-same (N, seed) training subset, a student on the available ones.
+same (N, seed) training subset, a student on the available ones. The loss of a batch is
+
+    supervised (nnU-Net's Dice + BCE, deep supervision)
+    + kd_weight * T^2 * KL(teacher_T || student_T)       per voxel and region, binary form
+    + latent_weight * d(student bottleneck, teacher bottleneck)        (KD-Net's latent term)
+
+where ``x_T = sigmoid(logits / T)``: nnU-Net trains BraTS with one sigmoid per region (WT, TC,
+ET), so the tempered distributions are Bernoulli per region and voxel. The KL term is taken on
+every deep-supervision output with nnU-Net's own weights. The teacher runs in inference mode
+(under the trainer's AMP on CUDA) and is never updated.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from kdbench import HParam, Strategy, hookimpl
+from kdbench.components.strategy import BuildContext, StepBatch
+
+
+def binary_kl(student_logits: Any, teacher_logits: Any, temperature: float) -> Any:
+    """Mean over voxels and regions of KL(Bernoulli(t) || Bernoulli(s)), tempered, times T².
+
+    The T² factor keeps the gradient scale independent of T (Hinton et al., 2015).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    s = student_logits.float() / temperature
+    t = teacher_logits.float() / temperature
+    p_t = torch.sigmoid(t)
+    # KL = p_t (log p_t - log p_s) + (1 - p_t)(log(1 - p_t) - log(1 - p_s)), in log-sigmoids
+    # (log(1 - sigmoid(x)) = logsigmoid(-x)) for numerical stability
+    positive = p_t * (F.logsigmoid(t) - F.logsigmoid(s))
+    negative = (1 - p_t) * (F.logsigmoid(-t) - F.logsigmoid(-s))
+    return (positive + negative).mean() * temperature**2
 
 
 class KnowledgeDistillation(Strategy):
@@ -48,6 +78,60 @@ class KnowledgeDistillation(Strategy):
             source="KD-Net (Hu et al., MICCAI 2020)",
         ),
     }
+
+    def build(self, context: BuildContext) -> Any:
+        """The student network; with a latent term, hooks keep both bottlenecks."""
+        model = super().build(context)
+        self._bottlenecks: dict[str, Any] = {}
+        if self.hparams["latent_weight"] > 0:
+            for role, network in (("student", model), ("teacher", context.teacher)):
+                network.encoder.register_forward_hook(self._keeper(role))
+        return model
+
+    def _keeper(self, role: str) -> Any:
+        def keep(module: Any, inputs: Any, output: Any) -> None:
+            self._bottlenecks[role] = output[-1] if isinstance(output, list | tuple) else output
+
+        return keep
+
+    def training_loss(self, outputs: Any, batch: StepBatch, context: BuildContext
+                      ) -> dict[str, Any]:
+        """Supervised loss + tempered binary KL to the teacher (+ the latent term)."""
+        import torch
+
+        supervised = context.supervised_loss(outputs, batch.target)
+        assert context.teacher is not None  # the engine loads it: this strategy requires one
+        with torch.inference_mode():
+            teacher_out = context.teacher(batch.select(context.teacher_modalities))
+        student = outputs if isinstance(outputs, list | tuple) else [outputs]
+        # inference tensors cannot enter autograd: clone them into ordinary constants
+        teacher = [t.clone() for t in (teacher_out if isinstance(teacher_out, list | tuple)
+                                       else [teacher_out])]
+        weights = context.deep_supervision_weights or (1.0,)
+        temperature = float(self.hparams["temperature"])
+        distillation = sum(
+            w * binary_kl(s, t, temperature)
+            for w, s, t in zip(weights, student, teacher, strict=False) if w > 0
+        )
+        terms = {"supervised": supervised, "distillation": distillation}
+        loss = supervised + self.hparams["kd_weight"] * distillation
+        if self.hparams["latent_weight"] > 0:
+            latent = self._latent(self._bottlenecks["student"],
+                                  self._bottlenecks["teacher"].clone())
+            terms["latent"] = latent
+            loss = loss + self.hparams["latent_weight"] * latent
+        terms["loss"] = loss
+        return terms
+
+    def _latent(self, student: Any, teacher: Any) -> Any:
+        import torch.nn.functional as F
+
+        if self.hparams["latent_loss"] == "mse":
+            return F.mse_loss(student.float(), teacher.float())
+        # KL between the channel distributions of each bottleneck voxel
+        log_student = F.log_softmax(student.float(), dim=1)
+        log_teacher = F.log_softmax(teacher.float(), dim=1)
+        return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
 
 
 @hookimpl

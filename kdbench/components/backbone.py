@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from kdbench.data.cases import CaseFiles
+    from kdbench.engine.requests import TrainedModel, TrainRequest, TrainResult
 
 
 class BackboneOptions(BaseModel):
@@ -80,3 +81,20 @@ class Backbone(Component):
         Every strategy reads the same preprocessed bytes; fewer modalities select channels.
         """
         raise NotImplementedError(f"backbone {self.name!r} cannot load prepared cases")
+
+    def train(self, request: TrainRequest) -> TrainResult:
+        """Train a strategy with the backbone's recipe; resume from a checkpoint in
+        ``request.output_dir``; return at once when that folder holds a finished training."""
+        raise NotImplementedError(f"backbone {self.name!r} cannot train")
+
+    def load_model(self, trained: TrainedModel, dataset: Any, options: BackboneOptions,
+                   device: str) -> Any:
+        """A finished training's model, frozen, in inference mode (e.g. a teacher)."""
+        raise NotImplementedError(f"backbone {self.name!r} cannot load models")
+
+    def predict(self, trained: TrainedModel, dataset: Any, options: BackboneOptions,
+                case_ids: Sequence[str], available: Sequence[str], out_dir: Path,
+                device: str = "cpu") -> dict[str, Path]:
+        """Predict ``case_ids`` from the channels of ``available`` with the backbone's inference
+        and write each as a NIfTI file in the source release's geometry and label values."""
+        raise NotImplementedError(f"backbone {self.name!r} cannot predict")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from kdbench.components.base import Component
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 Modalities = tuple[str, ...]
 
@@ -32,6 +35,57 @@ class ModalityPlan:
         return {"training": list(self.training), "evaluate": [list(s) for s in self.evaluate]}
 
 
+@dataclass
+class BuildContext:
+    """What the backbone gives a strategy to build its networks and losses.
+
+    Attributes:
+        network: ``network(in_channels, deep_supervision=True) -> nn.Module``: a backbone
+            network from the plans (nnU-Net's PlainConvUNet or ResEnc), for any number of input
+            channels, with the backbone's outputs (region logits for WT, TC, ET).
+        supervised_loss: the backbone's loss (nnU-Net: Dice + BCE on the deep-supervision
+            outputs): ``supervised_loss(outputs, target) -> Tensor``.
+        num_outputs: number of output channels (3 regions).
+        device: the torch device.
+        teacher: the frozen teacher (eval mode, on the device) when the strategy requires one;
+            it reads :attr:`teacher_modalities`.
+        teacher_modalities: the channels the teacher reads.
+        deep_supervision_weights: the backbone's weight of each deep-supervision output (nnU-Net:
+            1, 1/2, 1/4, ..., the lowest 0, normalised), for terms that follow its scheme.
+    """
+
+    network: Callable[..., nn.Module]
+    supervised_loss: Callable[[Any, Any], Tensor]
+    num_outputs: int
+    device: Any
+    teacher: nn.Module | None = None
+    teacher_modalities: tuple[str, ...] = ()
+    deep_supervision_weights: tuple[float, ...] = ()
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepBatch:
+    """One training batch, channels already selected by the engine.
+
+    Attributes:
+        inputs: the strategy's input channels (:meth:`Strategy.input_modalities`).
+        privileged: every training modality, for what a strategy may use only in training
+            (a teacher's input, a generator's target).
+        target: the backbone's targets (nnU-Net: one tensor per deep-supervision scale).
+        modalities: the modalities of ``privileged``, in channel order.
+    """
+
+    inputs: Tensor
+    privileged: Tensor
+    target: Any
+    modalities: tuple[str, ...]
+
+    def select(self, modalities: Sequence[str]) -> Tensor:
+        """Channels of ``modalities`` taken from :attr:`privileged`."""
+        return self.privileged[:, [self.modalities.index(m) for m in modalities]]
+
+
 class Strategy(Component):
     """A way to segment with missing modalities (mono, multi, KD, HeMIS, ...).
 
@@ -50,6 +104,51 @@ class Strategy(Component):
     requires: ClassVar[tuple[str, ...]] = ()
     default_teacher: ClassVar[str | None] = None
     default_generator: ClassVar[str | None] = None
+
+    def __init__(self, hparams: Mapping[str, Any], plan: ModalityPlan) -> None:
+        """A strategy for one Job: its resolved hyper-parameters and modalities."""
+        self.hparams = dict(hparams)
+        self.plan = plan
+
+    # -- the training lifecycle, called by the backbone's engine --------------------------------
+
+    def input_modalities(self) -> tuple[str, ...]:
+        """The channels the trained model reads: the one subset it is scored on, or every
+        training modality when it is scored on several (a model of all subsets)."""
+        if len(self.plan.evaluate) == 1:
+            return self.plan.evaluate[0]
+        return self.plan.training
+
+    def build(self, context: BuildContext) -> nn.Module:
+        """Build the trainable model; its ``forward(inputs)`` returns the backbone's outputs.
+
+        The default is one backbone network on :meth:`input_modalities`. The returned module is
+        what the optimizer updates and the checkpoint stores.
+        """
+        return context.network(len(self.input_modalities()))
+
+    def training_loss(
+        self, outputs: Any, batch: StepBatch, context: BuildContext
+    ) -> dict[str, Tensor]:
+        """Named loss terms of one batch; ``"loss"`` is what is minimised, all are logged.
+
+        Args:
+            outputs: ``model(batch.inputs)``, computed by the engine inside the backbone's own
+                training step (its mixed precision, gradient scaling and clipping apply).
+            batch: the batch, channels selected.
+            context: the build context (the supervised loss, the teacher).
+
+        The default is the backbone's supervised loss.
+        """
+        return {"loss": context.supervised_loss(outputs, batch.target)}
+
+    def inference_model(self, model: nn.Module, available: tuple[str, ...]) -> nn.Module:
+        """The module the backbone's inference calls on the channels of ``available``.
+
+        The default is the trained model itself; a model of all subsets (HeMIS) returns a view
+        that knows which modalities are present.
+        """
+        return model
 
     @classmethod
     def modality_plans(

@@ -172,6 +172,8 @@ class TrainingSpec(Strict):
 
     epochs: int = Field(ge=1)
     iterations_per_epoch: int = Field(ge=1)
+    val_iterations: int = Field(50, ge=1, description="Validation batches per validation "
+                                "(nnU-Net's default: 50).")
     validate_every: int = Field(1, ge=1, description="Validation Dice every k epochs.")
     checkpoint_every: int = Field(1, ge=1, description="Checkpoint every k epochs.")
 

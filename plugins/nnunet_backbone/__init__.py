@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from kdbench.data.cases import CaseFiles
+    from kdbench.engine.requests import TrainedModel, TrainRequest, TrainResult
 
 
 class NnUNetOptions(BackboneOptions):
@@ -89,6 +90,27 @@ class NnUNetBackbone(Backbone):
         data, seg, _, _ = dataset.load_case(case_id)
         channels = [np.asarray(data[i]) for i in channel_indices(modalities)]
         return np.stack(channels), np.asarray(seg[:])
+
+    def train(self, request: TrainRequest) -> TrainResult:
+        """nnU-Net's training recipe through ``KdbenchTrainer`` (resumes from checkpoints)."""
+        from kdbench_plugins.nnunet_backbone.engine import train
+
+        return train(request)
+
+    def load_model(self, trained: TrainedModel, dataset: Any, options: NnUNetOptions,  # type: ignore[override]
+                   device: str) -> Any:
+        """The trained model from its final checkpoint, frozen, in eval mode."""
+        from kdbench_plugins.nnunet_backbone.engine import load_model
+
+        return load_model(trained, dataset, options, device)
+
+    def predict(self, trained: TrainedModel, dataset: Any, options: NnUNetOptions,  # type: ignore[override]
+                case_ids: Sequence[str], available: Sequence[str], out_dir: Path,
+                device: str = "cpu") -> dict[str, Path]:
+        """nnU-Net's sliding-window inference and NIfTI export, in the source's labels."""
+        from kdbench_plugins.nnunet_backbone.engine import predict
+
+        return predict(trained, dataset, options, case_ids, available, out_dir, device)
 
 
 @hookimpl

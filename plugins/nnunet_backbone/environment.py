@@ -60,18 +60,27 @@ class NnUNetFolders:
 
 
 @contextmanager
-def nnunet_environment(folders: NnUNetFolders) -> Iterator[NnUNetFolders]:
+def nnunet_environment(
+    folders: NnUNetFolders, results: Path | None = None, **settings: str
+) -> Iterator[NnUNetFolders]:
     """Point nnU-Net's variables at ``folders`` for the duration of the block.
+
+    Args:
+        folders: the prepared dataset's nnU-Net folders.
+        results: where trainings write (default: ``folders.results``); a Job's own folder.
+        settings: other nnU-Net variables for the block, e.g. ``nnUNet_n_proc_DA="0"``.
 
     Example:
         >>> with nnunet_environment(NnUNetFolders.under(tmp, "phantom")) as f:  # doctest: +SKIP
         ...     extract_fingerprint_dataset(DATASET_ID)
     """
-    saved = {name: os.environ.get(name) for name in VARIABLES}
-    for name, path in zip(VARIABLES, (folders.raw, folders.preprocessed, folders.results),
-                          strict=True):
+    names = (*VARIABLES, *settings)
+    saved = {name: os.environ.get(name) for name in names}
+    paths = (folders.raw, folders.preprocessed, Path(results) if results else folders.results)
+    for name, path in zip(VARIABLES, paths, strict=True):
         path.mkdir(parents=True, exist_ok=True)
         os.environ[name] = str(path)
+    os.environ.update(settings)
     try:
         yield folders
     finally:

@@ -1,0 +1,1 @@
+"""The engine's contract between Jobs and backbones: what to train, what came out."""

@@ -1,0 +1,218 @@
+"""Training, model loading and prediction of Jobs with nnU-Net (``KdbenchTrainer``).
+
+Everything nnU-Net runs here runs inside :func:`nnunet_environment`, pointed at the prepared
+dataset's folders and the Job's own results folder.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kdbench.engine.requests import TrainedModel, TrainRequest, TrainResult
+from kdbench.errors import KdbenchError
+from kdbench.modalities import channel_indices
+from kdbench_plugins.nnunet_backbone.environment import NnUNetFolders, nnunet_environment
+from kdbench_plugins.nnunet_backbone.trainer import (
+    CHECKPOINT_FINAL,
+    CHECKPOINT_LATEST,
+    KdbenchTrainer,
+    TrainerSettings,
+)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU runs are then deterministic)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _folders(dataset: Any) -> tuple[NnUNetFolders, Mapping[str, Any]]:
+    summary = dataset.marker["backbone"]["summary"]
+    folders = NnUNetFolders(Path(dataset.path) / "nnunet", summary["dataset_name"])
+    return folders, summary
+
+
+def load_plans(dataset: Any, options: Any) -> tuple[dict, dict, str]:
+    """The plans (with the protocol's patch/batch overrides), dataset.json, configuration."""
+    folders, summary = _folders(dataset)
+    plans = json.loads((folders.root / summary["plans_file"]).read_text())
+    dataset_json = json.loads((folders.preprocessed_dataset / "dataset.json").read_text())
+    configuration = summary["configuration"]
+    config = plans["configurations"][configuration]
+    if options.patch_size is not None:
+        strides = np.prod(np.array(config["architecture"]["arch_kwargs"]["strides"]), axis=0)
+        bad = [p for p, s in zip(options.patch_size, strides, strict=True) if p % s]
+        if bad:
+            raise KdbenchError(
+                f"backbone.options.patch_size {list(options.patch_size)} must be divisible by the "
+                f"network's total stride {strides.tolist()} per axis; choose multiples of it"
+            )
+        config["patch_size"] = list(options.patch_size)
+    if options.batch_size is not None:
+        config["batch_size"] = options.batch_size
+    return plans, dataset_json, configuration
+
+
+def _trainer(dataset: Any, options: Any, device: str, continue_training: bool
+             ) -> KdbenchTrainer:
+    plans, dataset_json, configuration = load_plans(dataset, options)
+    plans["continue_training"] = continue_training  # nnunetv2 2.8 pops this key
+    return KdbenchTrainer(plans, configuration, 0, dataset_json, torch.device(device))
+
+
+def train(request: TrainRequest) -> TrainResult:
+    """Train (or resume, or find finished) the request's strategy with nnU-Net's recipe."""
+    folders, _ = _folders(request.dataset)
+    results = Path(request.output_dir) / "nnunet"
+    with nnunet_environment(folders, results=results,
+                            nnUNet_n_proc_DA=str(request.data_workers)):
+        teacher = None
+        if request.teacher is not None:
+            teacher = load_model(request.teacher, request.dataset, request.options,
+                                 request.device)
+        seed_everything(request.seed)
+        probe = _trainer(request.dataset, request.options, request.device,
+                         continue_training=True)
+        output = Path(probe.output_folder)
+        final, latest = output / CHECKPOINT_FINAL, output / CHECKPOINT_LATEST
+        if final.exists():
+            epochs = torch.load(final, map_location="cpu", weights_only=False)["current_epoch"]
+            return TrainResult(final, epochs, None, {})
+        resume = latest.exists()
+        trainer = probe
+        trainer.configure(TrainerSettings(
+            strategy=request.strategy,
+            train_cases=request.train_cases,
+            val_cases=request.val_cases,
+            epochs=request.budget.epochs,
+            iterations_per_epoch=request.budget.iterations_per_epoch,
+            val_iterations=request.budget.val_iterations,
+            validate_every=request.budget.validate_every,
+            checkpoint_every=request.budget.checkpoint_every,
+            compile=request.compile,
+            teacher=teacher,
+            teacher_modalities=(request.teacher.strategy.input_modalities()
+                                if request.teacher else ()),
+            training_modalities=request.strategy.plan.training,
+            callbacks=list(request.callbacks),
+        ))
+        resumed_from = None
+        if resume:
+            trainer.load_checkpoint(str(latest))
+            resumed_from = trainer.current_epoch
+        trainer.run_training()
+        history = {k: list(v) for k, v in trainer.logger.get_checkpoint().items()}
+    return TrainResult(final, trainer.num_epochs, resumed_from, history)
+
+
+def load_model(trained: TrainedModel, dataset: Any, options: Any, device: str
+               ) -> torch.nn.Module:
+    """A finished Job's trainable model, weights loaded, in eval mode, frozen."""
+    if not Path(trained.checkpoint).exists():
+        raise KdbenchError(f"checkpoint {trained.checkpoint} not found; run its Job first")
+    plans, dataset_json, configuration = load_plans(dataset, options)
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from kdbench.components.strategy import BuildContext
+
+    manager = PlansManager(plans)
+    config = manager.get_configuration(configuration)
+    labels = manager.get_label_manager(dataset_json)
+    context = BuildContext(
+        network=lambda c, deep_supervision=True: nnUNetTrainer.build_network_architecture(
+            manager, config, c, labels.num_segmentation_heads, deep_supervision),
+        supervised_loss=lambda o, t: None,
+        num_outputs=labels.num_segmentation_heads,
+        device=torch.device(device),
+    )
+    model = trained.strategy.build(context)
+    checkpoint = torch.load(trained.checkpoint, map_location=device, weights_only=False)
+    model.load_state_dict(checkpoint["network_weights"])
+    model.to(device).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def predict(
+    trained: TrainedModel,
+    dataset: Any,
+    options: Any,
+    case_ids: Sequence[str],
+    available: Sequence[str],
+    out_dir: Path,
+    device: str = "cpu",
+) -> dict[str, Path]:
+    """nnU-Net's sliding-window prediction of preprocessed cases, exported as NIfTI.
+
+    The model reads the channels of ``available``; each prediction is resampled back to the
+    source geometry by nnU-Net's exporter (same affine and shape as the source images) and
+    written with the label values of the source release.
+    """
+    import nibabel as nib
+    from nnunetv2.inference.export_prediction import export_prediction_from_logits
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from kdbench.data.cases import LABEL_MAPS
+
+    folders, summary = _folders(dataset)
+    plans, dataset_json, configuration = load_plans(dataset, options)
+    manager = PlansManager(plans)
+    config = manager.get_configuration(configuration)
+    model = load_model(trained, dataset, options, device)
+    for module in model.modules():  # inference uses the full-resolution output only
+        decoder = getattr(module, "decoder", None)
+        if decoder is not None and hasattr(decoder, "deep_supervision"):
+            decoder.deep_supervision = False
+    network = trained.strategy.inference_model(model, tuple(available))
+    predictor = nnUNetPredictor(
+        tile_step_size=0.5, use_gaussian=True, use_mirroring=options.mirroring,
+        perform_everything_on_device=device != "cpu", device=torch.device(device),
+        verbose=False, verbose_preprocessing=False, allow_tqdm=False,
+    )
+    predictor.manual_initialization(network, manager, config, None, dataset_json,
+                                    KdbenchTrainer.__name__, _mirror_axes(config))
+    source_map = LABEL_MAPS[dataset.marker["label_convention"]]
+    to_source = np.zeros(max(source_map.values()) + 1, dtype=np.uint8)
+    for source_value, canonical in source_map.items():
+        to_source[canonical] = source_value
+    data_folder = str(folders.root / summary["data_folder"])
+    cases = infer_dataset_class(data_folder)(data_folder, list(case_ids))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    channels = list(channel_indices(available))
+    with nnunet_environment(folders):
+        for case_id in case_ids:
+            data, _, _, properties = cases.load_case(case_id)
+            image = torch.from_numpy(np.stack([np.asarray(data[c]) for c in channels]))
+            with torch.inference_mode():
+                logits = predictor.predict_sliding_window_return_logits(image.float())
+            stem = out_dir / case_id
+            export_prediction_from_logits(logits.cpu(), properties, config, manager,
+                                          dataset_json, str(stem), num_threads_torch=1)
+            path = stem.with_name(case_id + dataset_json["file_ending"])
+            exported = nib.load(path)
+            labels = to_source[np.asanyarray(exported.dataobj).astype(np.int64)]
+            out = nib.Nifti1Image(labels, exported.affine, header=exported.header)
+            out.set_data_dtype(np.uint8)
+            nib.save(out, path)
+            written[case_id] = path
+    return written
+
+
+def _mirror_axes(config: Any) -> tuple[int, ...]:
+    # nnU-Net mirrors along every spatial axis of a 3D patch (as in its trainer's default)
+    return tuple(range(len(config.patch_size)))
+

@@ -1,0 +1,257 @@
+"""One nnU-Net trainer for every strategy: the strategy is a component the trainer calls.
+
+``KdbenchTrainer`` keeps nnU-Net's recipe — its data loader with foreground oversampling, its
+augmentation pipeline, Dice + BCE on the deep-supervision outputs of region-based sigmoid
+heads, SGD with Nesterov momentum 0.99 and the poly schedule, gradient clipping at 12, AMP with
+a GradScaler on CUDA, its validation pseudo-Dice and checkpoints — by subclassing
+``nnUNetTrainer`` once and changing only what composition needs:
+
+- the networks come from the strategy (``Strategy.build``), built with nnU-Net's own
+  ``build_network_architecture`` for any number of input channels;
+- the loss of a training batch is the strategy's (``Strategy.training_loss``), computed inside
+  nnU-Net's own ``train_step``;
+- the split is kdbench's (N, seed) subset, not nnU-Net's folds;
+- checkpoints are written atomically and carry the random states, so that a Job killed
+  mid-training resumes to the same final state as an uninterrupted run;
+- validation Dice goes to callbacks (logging, pruning) every ``validate_every`` epochs.
+
+Never one subclass per strategy: variation is the strategy object, not the trainer class.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from kdbench.components.strategy import BuildContext, StepBatch, Strategy
+from kdbench.modalities import MODALITIES, channel_indices
+
+CHECKPOINT_LATEST = "checkpoint_latest.pth"
+CHECKPOINT_FINAL = "checkpoint_final.pth"
+
+
+@dataclass
+class EpochReport:
+    """What callbacks receive after an epoch (every ``validate_every`` epochs).
+
+    Attributes:
+        epoch: 0-based epoch just finished.
+        learning_rate: the epoch's learning rate.
+        train_terms: mean of each named loss term over the epoch's batches.
+        val_loss: nnU-Net's validation loss.
+        val_dice: pseudo-Dice per region on the validation subset (WT, TC, ET).
+        mean_val_dice: their mean (nnU-Net's ``mean_fg_dice``).
+    """
+
+    epoch: int
+    learning_rate: float
+    train_terms: dict[str, float]
+    val_loss: float
+    val_dice: list[float]
+    mean_val_dice: float
+
+
+@dataclass
+class TrainerSettings:
+    """What kdbench sets on nnU-Net's trainer for one Job."""
+
+    strategy: Strategy
+    train_cases: Sequence[str]
+    val_cases: Sequence[str]
+    epochs: int
+    iterations_per_epoch: int
+    val_iterations: int
+    validate_every: int = 1
+    checkpoint_every: int = 1
+    compile: bool = False
+    teacher: torch.nn.Module | None = None
+    teacher_modalities: tuple[str, ...] = ()
+    training_modalities: tuple[str, ...] = MODALITIES
+    callbacks: list[Callable[[EpochReport], None]] = field(default_factory=list)
+
+
+class KdbenchTrainer(nnUNetTrainer):
+    """nnU-Net's trainer driven by a kdbench strategy (see the module docstring).
+
+    The constructor keeps nnU-Net's signature (nnU-Net records its arguments by introspection);
+    call :meth:`configure` before :meth:`run_training`.
+    """
+
+    settings: TrainerSettings
+    context: BuildContext
+
+    def configure(self, settings: TrainerSettings) -> None:
+        """Set the strategy, the (N, seed) subset and the budget."""
+        self.settings = settings
+        self.num_epochs = settings.epochs
+        self.num_iterations_per_epoch = settings.iterations_per_epoch
+        self.num_val_iterations_per_epoch = settings.val_iterations
+        self.save_every = settings.checkpoint_every
+        strategy = settings.strategy
+        # The preprocessed arrays always hold the four canonical channels.
+        self._input_idx = list(channel_indices(strategy.input_modalities()))
+        self._privileged_idx = list(channel_indices(settings.training_modalities))
+        self._train_terms: list[dict[str, float]] = []
+        self.context = BuildContext(
+            network=self._build_backbone_network,
+            supervised_loss=lambda outputs, target: self._supervised(outputs, target),
+            num_outputs=self.label_manager.num_segmentation_heads,
+            device=self.device,
+            teacher=settings.teacher,
+            teacher_modalities=settings.teacher_modalities,
+        )
+
+    # -- networks and loss ----------------------------------------------------------------------
+
+    def _build_backbone_network(self, in_channels: int, deep_supervision: bool = True
+                                ) -> torch.nn.Module:
+        return nnUNetTrainer.build_network_architecture(
+            self.plans_manager, self.configuration_manager, in_channels,
+            self.label_manager.num_segmentation_heads, deep_supervision,
+        ).to(self.device)
+
+    def build_network_architecture(self, plans_manager, configuration_manager,  # noqa: ANN001
+                                   num_input_channels, num_output_channels,
+                                   enable_deep_supervision=True) -> torch.nn.Module:
+        """Called by nnU-Net's ``initialize``: the strategy builds the trainable model."""
+        return self.settings.strategy.build(self.context)
+
+    def _supervised(self, outputs: Any, target: Any) -> torch.Tensor:
+        return self._supervised_loss(outputs, target)
+
+    def initialize(self) -> None:
+        """nnU-Net's initialisation; keeps its loss as the supervised loss of strategies."""
+        super().initialize()
+        self._supervised_loss = self.loss
+        weights = getattr(self.loss, "weight_factors", None)
+        self.context.deep_supervision_weights = tuple(float(w) for w in weights or (1.0,))
+
+    def _do_i_compile(self) -> bool:
+        # nnU-Net compiles by default on CUDA; kdbench compiles only when asked (cost paid once).
+        return bool(getattr(self, "settings", None) and self.settings.compile
+                    and self.device.type == "cuda")
+
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        """Switch deep supervision on every nnU-Net decoder in the strategy's model."""
+        for module in self.network.modules():
+            decoder = getattr(module, "decoder", None)
+            if decoder is not None and hasattr(decoder, "deep_supervision"):
+                decoder.deep_supervision = enabled
+
+    # -- split ----------------------------------------------------------------------------------
+
+    def do_split(self) -> tuple[list[str], list[str]]:
+        """kdbench's (N, seed) training and validation cases (never a test case)."""
+        return list(self.settings.train_cases), list(self.settings.val_cases)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def train_step(self, batch: dict) -> dict:
+        """nnU-Net's training step, with the strategy's channels and loss."""
+        data = batch["data"]
+        inputs = data[:, self._input_idx].to(self.device, non_blocking=True)
+        privileged = data[:, self._privileged_idx].to(self.device, non_blocking=True)
+        terms: dict[str, torch.Tensor] = {}
+
+        def strategy_loss(outputs: Any, target: Any) -> torch.Tensor:
+            step = StepBatch(inputs, privileged, target, self.settings.training_modalities)
+            terms.update(self.settings.strategy.training_loss(outputs, step, self.context))
+            return terms["loss"]
+
+        self.loss = strategy_loss
+        try:
+            result = super().train_step({**batch, "data": inputs})
+        finally:
+            self.loss = self._supervised_loss
+        for name, value in terms.items():
+            if name != "loss":
+                result[name] = value.detach().float().cpu().numpy()
+        self._train_terms.append({k: float(np.mean(v)) for k, v in result.items()})
+        return result
+
+    def validation_step(self, batch: dict) -> dict:
+        """nnU-Net's validation step (supervised loss, pseudo-Dice) on the strategy's inputs."""
+        return super().validation_step({**batch, "data": batch["data"][:, self._input_idx]})
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def on_train_epoch_start(self) -> None:
+        self._train_terms = []
+        super().on_train_epoch_start()
+
+    def on_epoch_end(self) -> None:
+        """nnU-Net's bookkeeping and checkpoints, then the callbacks every k epochs."""
+        epoch = self.current_epoch
+        due = (epoch + 1) % self.settings.validate_every == 0 or epoch == self.num_epochs - 1
+        report = None
+        if due and self.settings.callbacks:
+            dice = [float(d) for d in self.logger.get_value("dice_per_class_or_region", step=-1)]
+            names = sorted({k for t in self._train_terms for k in t})
+            report = EpochReport(
+                epoch=epoch,
+                learning_rate=float(self.optimizer.param_groups[0]["lr"]),
+                train_terms={n: float(np.mean([t[n] for t in self._train_terms if n in t]))
+                             for n in names},
+                val_loss=float(self.logger.get_value("val_losses", step=-1)),
+                val_dice=dice,
+                mean_val_dice=float(np.nanmean(dice)),
+            )
+        super().on_epoch_end()
+        if report is not None:
+            for callback in self.settings.callbacks:
+                callback(report)
+
+    def on_train_start(self) -> None:
+        """nnU-Net's start-up, without the architecture plot (it needs hiddenlayer)."""
+        self.plot_network_architecture = lambda: None
+        super().on_train_start()
+        self._restore_rng()
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint plus the random states, written to a temporary file and renamed
+        (a crash or a full disk never leaves a truncated checkpoint under the real name)."""
+        tmp = f"{filename}.tmp"
+        super().save_checkpoint(tmp)
+        if not os.path.exists(tmp):  # checkpointing disabled
+            return
+        checkpoint = torch.load(tmp, map_location="cpu", weights_only=False)
+        checkpoint["kdbench_rng"] = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+        torch.save(checkpoint, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, filename)
+
+    def load_checkpoint(self, filename: str) -> None:  # type: ignore[override]
+        """nnU-Net's checkpoint loading; the random states are restored once training restarts.
+
+        They are put back after :meth:`on_train_start`, whose data-loader start-up draws
+        random numbers in a resumed run as it did at the start of the uninterrupted one.
+        """
+        super().load_checkpoint(filename)  # nnU-Net's own loader takes a path
+        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+        self._pending_rng = checkpoint.get("kdbench_rng")
+
+    def _restore_rng(self) -> None:
+        rng = getattr(self, "_pending_rng", None)
+        if not rng:
+            return
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self._pending_rng = None
