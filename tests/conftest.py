@@ -39,3 +39,16 @@ def write_protocol(tmp_path: Path) -> Callable[[dict[str, Any] | str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def prepared_phantom(tmp_path_factory, registry):
+    """A 10-case phantom at 32³, prepared through nnU-Net once per test session (~40 s)."""
+    from kdbench.data.prepare import prepare_dataset
+    from kdbench.data.prepared import PreparedDataset
+    from kdbench_plugins.phantom import generate_phantom
+
+    root = tmp_path_factory.mktemp("phantom_prepared")
+    source = generate_phantom(root / "source", cases=10, shape=(32, 32, 32), seed=0)
+    result = prepare_dataset(registry, source, "phantom", root / "data")
+    return PreparedDataset.open(result.path)
