@@ -151,7 +151,7 @@ def _nnunet_environment(folder: Path, compile_networks: bool) -> None:
     preprocessed = folder / "nnUNet_preprocessed" / DATASET_NAME / f"nnUNetPlans_{CONFIGURATION}"
     preprocessed.mkdir(parents=True, exist_ok=True)
     (preprocessed / "step_benchmark.b2nd").touch()
-    os.environ["nnUNet_compile"] = "true" if compile_networks else "false"
+    os.environ["nnUNet_compile"] = "true" if compile_networks else "false"  # noqa: SIM112
     os.environ.pop("nnUNet_wandb_enabled", None)
 
 
@@ -300,6 +300,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         ) from error
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if device.type == "cuda":
         # nnU-Net's training entry point (nnunetv2.run.run_training) sets these
         torch.backends.cudnn.deterministic = False
@@ -529,6 +531,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the KD student's modalities (default t1ce)")
     parser.add_argument("--patch-size", type=int, help="override the preset's patch edge")
     parser.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default: torch's, one per core)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)

@@ -1,0 +1,74 @@
+"""The distillation loss against independent references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import expit, rel_entr
+
+from kdbench.components.strategy import BuildContext, ModalityPlan, StepBatch
+from kdbench.modalities import MODALITIES
+from kdbench_plugins.kd import KnowledgeDistillation, binary_kl
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0, 10.0])
+def test_binary_kl_matches_scipy(temperature):
+    rng = np.random.default_rng(0)
+    s, t = rng.normal(0, 5, (2, 3, 4, 4, 4)), rng.normal(0, 5, (2, 3, 4, 4, 4))
+    p, q = expit(t / temperature), expit(s / temperature)
+    expected = (rel_entr(p, q) + rel_entr(1 - p, 1 - q)).mean() * temperature**2
+    got = binary_kl(torch.tensor(s), torch.tensor(t), temperature)
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    # and torch's own Bernoulli KL agrees too
+    dist = torch.distributions
+    ref = dist.kl_divergence(dist.Bernoulli(logits=torch.tensor(t) / temperature),
+                             dist.Bernoulli(logits=torch.tensor(s) / temperature))
+    assert float(got) == pytest.approx(float(ref.mean()) * temperature**2, rel=1e-5)
+
+
+def test_binary_kl_is_zero_on_agreement_and_finite_on_saturation():
+    x = torch.tensor([-60.0, 0.0, 60.0])
+    assert float(binary_kl(x, x, 1.0)) == pytest.approx(0.0, abs=1e-9)
+    assert torch.isfinite(binary_kl(-x, x, 1.0))
+
+
+class Teacher(torch.nn.Module):
+    """Returns fixed logits at two scales; records what it was given."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+        self.weight = torch.nn.Parameter(torch.ones(1))
+        self.seen = None
+
+    def forward(self, x):
+        self.seen = x
+        return [lg * self.weight for lg in self.logits]
+
+
+def test_training_loss_combines_the_terms_and_spares_the_teacher():
+    torch.manual_seed(0)
+    student = [torch.randn(2, 3, 8, 8, 8, requires_grad=True),
+               torch.randn(2, 3, 4, 4, 4, requires_grad=True)]
+    teacher_logits = [torch.randn(2, 3, 8, 8, 8), torch.randn(2, 3, 4, 4, 4)]
+    teacher = Teacher(teacher_logits)
+    privileged = torch.randn(2, 4, 8, 8, 8)
+    context = BuildContext(network=None, supervised_loss=lambda o, t: torch.tensor(0.7),
+                           num_outputs=3, device="cpu", teacher=teacher,
+                           teacher_modalities=MODALITIES, deep_supervision_weights=(0.8, 0.2))
+    kd = KnowledgeDistillation({"kd_weight": 2.0, "temperature": 4.0, "latent_weight": 0.0,
+                                "latent_loss": "mse"},
+                               ModalityPlan(MODALITIES, (("t1ce",),)))
+    batch = StepBatch(privileged[:, [1]], privileged, None, MODALITIES)
+    terms = kd.training_loss(student, batch, context)
+    expected = 0.8 * binary_kl(student[0], teacher_logits[0], 4.0) + 0.2 * binary_kl(
+        student[1], teacher_logits[1], 4.0)
+    value = {k: float(v.detach()) for k, v in terms.items()}
+    assert value["distillation"] == pytest.approx(float(expected.detach()), rel=1e-6)
+    assert value["loss"] == pytest.approx(0.7 + 2.0 * float(expected.detach()), rel=1e-6)
+    assert torch.equal(teacher.seen, privileged)  # the teacher reads every modality
+    terms["loss"].backward()
+    assert student[0].grad is not None and student[0].grad.abs().sum() > 0
+    assert teacher.weight.grad is None  # never updated
+    assert kd.input_modalities() == ("t1ce",)
