@@ -79,6 +79,10 @@ def train(request: TrainRequest) -> TrainResult:
             teacher = load_model(request.teacher, request.dataset, request.options,
                                  request.device)
         seed_everything(request.seed)
+        if request.device.startswith("cuda"):
+            # as nnUNetv2_train does: cuDNN autotuning (CPU runs stay deterministic)
+            torch.backends.cudnn.deterministic = False
+            torch.backends.cudnn.benchmark = True
         probe = _trainer(request.dataset, request.options, request.device,
                          continue_training=True)
         output = Path(probe.output_folder)

@@ -201,7 +201,7 @@ class KdbenchTrainer(nnUNetTrainer):
                              for n in names},
                 val_loss=float(self.logger.get_value("val_losses", step=-1)),
                 val_dice=dice,
-                mean_val_dice=float(np.nanmean(dice)),
+                mean_val_dice=float(self.logger.get_value("mean_fg_dice", step=-1)),
             )
         super().on_epoch_end()
         if report is not None:
