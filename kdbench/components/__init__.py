@@ -3,7 +3,7 @@
 from kdbench.components.backbone import Backbone, BackboneOptions
 from kdbench.components.base import Component
 from kdbench.components.dataset import Dataset, DatasetOptions
-from kdbench.components.executor import Executor
+from kdbench.components.executor import Executor, JobLauncher
 from kdbench.components.generator import Generator
 from kdbench.components.hparams import HParam
 from kdbench.components.metric import Metric
@@ -20,6 +20,7 @@ __all__ = [
     "Executor",
     "Generator",
     "HParam",
+    "JobLauncher",
     "Metric",
     "ModalityPlan",
     "Reporter",

@@ -39,6 +39,13 @@ class PreparedDataset:
         cases = {c["id"]: c["metadata"] for c in listing["cases"]}
         return cls(path, marker, dict(sorted(cases.items())))
 
+    def reference(self, case_id: str) -> Path:
+        """The case's segmentation in the source release (the reference for scoring)."""
+        if not hasattr(self, "_labels"):
+            listing = json.loads((self.path / CASES).read_text())
+            object.__setattr__(self, "_labels", {c["id"]: c["label"] for c in listing["cases"]})
+        return Path(self.marker["source"]) / self._labels[case_id]
+
     @property
     def name(self) -> str:
         """The dataset's name."""

@@ -1,0 +1,102 @@
+"""``kdbench run`` (a whole protocol) and ``kdbench job run`` (one Job, for executors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kdbench.cli.common import console, state
+
+app = typer.Typer(help="Run single Jobs (what executors call).", no_args_is_help=True)
+
+DataDir = Annotated[Path, typer.Option("--data-dir", envvar="KDBENCH_DATA_DIR",
+                                       help="Where prepared datasets live.")]
+RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar="KDBENCH_RUNS_DIR",
+                                       help="Where Jobs keep checkpoints and predictions.")]
+TrackingUri = Annotated[str | None, typer.Option(
+    "--tracking-uri", envvar="KDBENCH_TRACKING_URI",
+    help="MLflow tracking URI (default: sqlite file mlruns/mlflow.db).")]
+Device = Annotated[str, typer.Option(help="cpu or cuda.")]
+Workers = Annotated[int, typer.Option("--data-workers", min=0,
+                                      help="Augmentation worker processes (0: deterministic).")]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile models (CUDA).")]
+
+
+def _settings(ctx: typer.Context, protocol: Path, data_dir: Path, runs_dir: Path,
+              tracking_uri: str | None, device: str, data_workers: int, compile: bool):
+    from kdbench.engine.execute import RunSettings
+
+    return RunSettings(protocol, data_dir, runs_dir, tracking_uri, device, data_workers, compile,
+                       list(state(ctx).plugins_dirs))
+
+
+def run(
+    ctx: typer.Context,
+    protocol: Annotated[Path, typer.Argument(help="Protocol YAML file.")],
+    executor: Annotated[str, typer.Option(help="Executor plugin: inline, local, ...")] = "inline",
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="Run only this strategy (and what it needs); repeatable.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would run.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Parallel Jobs (local executor, "
+                                      "without GPUs).")] = 1,
+    data_dir: DataDir = Path("data"),
+    runs_dir: RunsDir = Path("runs"),
+    tracking_uri: TrackingUri = None,
+    device: Device = "cpu",
+    data_workers: Workers = 0,
+    compile: Compile = False,
+) -> None:
+    """Run a protocol end to end: prepare, train, predict, score and record every Job."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from kdbench.runner import run_protocol
+
+    settings = _settings(ctx, protocol, data_dir, runs_dir, tracking_uri, device, data_workers,
+                         compile)
+    registry = state(ctx).registry()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  disable=dry_run) as progress:
+        report = run_protocol(settings, registry, executor=executor, only=only,
+                              dry_run=dry_run, max_parallel=jobs, progress=progress)
+    verb = "would run" if dry_run else "ran"
+    console.print(f"{report.plan.protocol.name}: {len(report.skipped)} Jobs already complete, "
+                  f"{verb} {len(report.todo)}")
+    if dry_run:
+        for job_id in report.todo:
+            job = report.plan.job(job_id)
+            console.print(f"  {job.id}  {job.component:<10} N={job.n:<5} seed {job.seed}")
+        return
+    uri = report.tracking_uri
+    console.print(f"MLflow record: experiment [bold]{report.experiment}[/] in {uri}\n"
+                  f"  open it with: mlflow ui --backend-store-uri {uri}")
+
+
+@app.command("run")
+def job_run(
+    ctx: typer.Context,
+    protocol: Annotated[Path, typer.Argument(help="Protocol YAML file.")],
+    job: Annotated[str, typer.Option("--job", help="Job id (see `kdbench plan`).")],
+    data_dir: DataDir = Path("data"),
+    runs_dir: RunsDir = Path("runs"),
+    tracking_uri: TrackingUri = None,
+    device: Device = "cpu",
+    data_workers: Workers = 0,
+    compile: Compile = False,
+) -> None:
+    """Run one Job with its MLflow record (idempotent; resumes from its checkpoint)."""
+    from kdbench.engine.execute import execute_job
+
+    settings = _settings(ctx, protocol, data_dir, runs_dir, tracking_uri, device, data_workers,
+                         compile)
+    run_id = execute_job(job, settings, state(ctx).registry())
+    console.print(f"[green]ok[/] Job {job}: MLflow run {run_id}")

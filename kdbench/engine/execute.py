@@ -1,0 +1,164 @@
+"""Executing one Job with its record: the unit every executor runs, in-process or not.
+
+``execute_job`` is idempotent: a Job with a complete MLflow run is skipped; otherwise a new run
+is started, the Job trains (resuming from its checkpoint), predicts, is scored on every test
+case and region, and the run is completed (its final tag written last). Epoch reports are also
+appended to ``epochs.jsonl`` in the Job's folder, so a run that completes after a resume still
+holds the whole curve.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdbench.engine.job import job_dir, run_job
+from kdbench.errors import KdbenchError
+from kdbench.modalities import label
+from kdbench.plan import Job, Plan
+from kdbench.registry import Registry
+
+
+@dataclass
+class RunSettings:
+    """Where a protocol's Jobs read and write, and how they train."""
+
+    protocol_path: Path
+    data_dir: Path = Path("data")
+    runs_dir: Path = Path("runs")
+    tracking_uri: str | None = None
+    device: str = "cpu"
+    data_workers: int = 0
+    compile: bool = False
+    plugins_dirs: list[Path] = field(default_factory=list)
+
+    def to_args(self) -> list[str]:
+        """The same settings as ``kdbench job run`` options."""
+        args = []
+        for folder in self.plugins_dirs:
+            args += ["--plugins-dir", str(folder)]
+        return args
+
+
+@dataclass
+class EpochRecord:
+    """An epoch report as stored in ``epochs.jsonl`` (the fields of ``EpochReport``)."""
+
+    epoch: int
+    learning_rate: float
+    train_terms: dict[str, float]
+    val_loss: float
+    val_dice: list[float]
+    mean_val_dice: float
+
+
+class EpochLog:
+    """Callback: append each epoch report to ``epochs.jsonl`` and log it to the live run."""
+
+    def __init__(self, path: Path, tracker: Any, run_id: str) -> None:
+        self.path, self.tracker, self.run_id = path, tracker, run_id
+        self.live: set[int] = set()
+
+    def __call__(self, report: Any) -> None:
+        record = {k: getattr(report, k) for k in EpochRecord.__dataclass_fields__}
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        self.tracker.log_epoch(self.run_id, report)
+        self.live.add(report.epoch)
+
+    def earlier(self) -> list[EpochRecord]:
+        """Epochs recorded by earlier attempts and not logged to this run (last one wins)."""
+        if not self.path.exists():
+            return []
+        by_epoch = {}
+        for line in self.path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                by_epoch[record["epoch"]] = EpochRecord(**record)
+        return [by_epoch[e] for e in sorted(by_epoch) if e not in self.live]
+
+
+def score_job(result: Any, job: Job, data: Any, registry: Registry, metric_names: Any
+              ) -> tuple[Any, dict[str, float]]:
+    """The per-case table of a finished Job on the test set, and its summary means."""
+    import pandas as pd
+
+    from kdbench.metrics.scoring import metric_classes, score_files
+
+    metrics = metric_classes(registry, metric_names)
+    convention = data.dataset.marker["label_convention"]
+    tables = []
+    for subset in job.modalities.evaluate:
+        folder = result.predictions(subset)
+        pairs = {case: (folder / f"{case}.nii.gz", data.dataset.reference(case))
+                 for case in data.splits.test}
+        table = score_files(pairs, metrics, convention)
+        table.insert(0, "subset", label(subset))
+        tables.append(table)
+    per_case = pd.concat(tables, ignore_index=True)
+    summary = {}
+    several = len(job.modalities.evaluate) > 1
+    for (subset, region, metric), values in per_case.groupby(["subset", "region", "metric"])[
+            "value"]:
+        key = f"test_{metric}_{region}" + (f"_{subset}" if several else "")
+        summary[key] = float(values.mean())
+    return per_case, summary
+
+
+def execute_job(job_id: str, settings: RunSettings, registry: Registry | None = None,
+                callbacks: list[Any] | None = None) -> str:
+    """Run Job ``job_id`` of the protocol with its MLflow record; return the complete run's id.
+
+    Raises:
+        KdbenchError: unknown Job id, a dependency without a complete run, or any error of the
+            Job itself (its run is then marked FAILED and never counts).
+    """
+    from kdbench.data.protocol_data import ensure_data
+    from kdbench.plan import build_plan
+    from kdbench.plugin_manager import load_plugins
+    from kdbench.protocol import load_protocol
+    from kdbench.tracking import Tracker, default_tracking_uri
+
+    registry = registry or load_plugins(settings.plugins_dirs)
+    protocol = load_protocol(settings.protocol_path, registry)
+    plan = build_plan(protocol, registry)
+    job = _job(plan, job_id)
+    tracker = Tracker(plan, settings.tracking_uri or default_tracking_uri())
+    done = tracker.complete_run(job)
+    if done is not None:
+        return done.info.run_id
+    teacher_run = None
+    if "teacher" in job.depends_on:
+        teacher = tracker.complete_run(plan.job(job.depends_on["teacher"]))
+        if teacher is None:
+            raise KdbenchError(f"Job {job.id} needs its teacher Job {job.depends_on['teacher']}, "
+                               "which has no complete run yet; run the protocol in order")
+        teacher_run = teacher.info.run_id
+    data = ensure_data(protocol, registry, settings.data_dir)
+    run_id = tracker.start(job, split_hash=data.splits.seed_hash(job.seed), teacher_run=teacher_run)
+    folder = job_dir(settings.runs_dir, plan, job)
+    folder.mkdir(parents=True, exist_ok=True)
+    epochs = EpochLog(folder / "epochs.jsonl", tracker, run_id)
+    try:
+        result = run_job(job, plan, registry, data, settings.runs_dir, device=settings.device,
+                         data_workers=settings.data_workers, compile=settings.compile,
+                         callbacks=[epochs, *(callbacks or [])])
+        tracker.log_epochs(run_id, epochs.earlier())
+        per_case, summary = score_job(result, job, data, registry, protocol.metrics)
+        table = folder / "per_case.csv"
+        per_case.to_csv(table, index=False)
+        tracker.finish(run_id, [table, folder / "done.json", folder / "job.json"], summary)
+    except BaseException:
+        tracker.fail(run_id)
+        raise
+    return run_id
+
+
+def _job(plan: Plan, job_id: str) -> Job:
+    try:
+        return plan.job(job_id)
+    except StopIteration:
+        raise KdbenchError(f"no Job {job_id!r} in protocol {plan.protocol.name!r}; "
+                           "see `kdbench plan`") from None

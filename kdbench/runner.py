@@ -1,0 +1,131 @@
+"""``kdbench run PROTOCOL``: the plan's Jobs in dependency order, through an executor plugin.
+
+Before any training, the protocol's data is prepared and split, and the test set is asserted
+disjoint from every training and validation subset. Jobs with a complete MLflow run are
+skipped; interrupted ones resume from their checkpoints. A rich progress display shows Jobs
+done/total, the current Job, its epoch and an ETA.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kdbench.engine.execute import RunSettings, execute_job
+from kdbench.errors import KdbenchError
+from kdbench.plan import Job, Plan
+from kdbench.registry import Registry
+
+
+@dataclass
+class RunReport:
+    """What ``run_protocol`` did."""
+
+    plan: Plan
+    skipped: list[str]
+    todo: list[str]
+    tracking_uri: str
+    experiment: str
+
+
+def select_jobs(plan: Plan, only: Sequence[str] | None) -> list[Job]:
+    """The Jobs of ``only`` (strategy labels or component names) and everything they need."""
+    if not only:
+        return list(plan.jobs)
+    wanted = set(only)
+    known = {j.component for j in plan.jobs} | {s.key for s in plan.protocol.strategies}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise KdbenchError(f"--only {', '.join(unknown)}: not in this protocol "
+                           f"(strategies: {', '.join(sorted(known))})")
+    chosen: dict[str, Job] = {}
+
+    def add(job: Job) -> None:
+        for dep in job.depends_on.values():
+            add(plan.job(dep))
+        chosen.setdefault(job.id, job)
+
+    for job in plan.jobs:
+        labels = {r.split(" ", 2)[1] for r in job.roles if r.startswith("strategy ")}
+        if job.component in wanted or labels & wanted:
+            add(job)
+    return [j for j in plan.jobs if j.id in chosen]
+
+
+class _Launcher:
+    """Starts Jobs for an executor and keeps the progress display up to date."""
+
+    def __init__(self, settings: RunSettings, registry: Registry, total: int,
+                 progress: Any | None) -> None:
+        self.settings, self.registry = settings, registry
+        self.progress = progress
+        self.task = progress.add_task("jobs", total=total) if progress else None
+
+    def _epoch(self, job: Job) -> Any:
+        def report(r: Any) -> None:
+            if self.progress is not None:
+                self.progress.update(self.task, description=f"{job.component} N={job.n} "
+                                     f"seed {job.seed} [{job.id[:8]}] epoch {r.epoch + 1}")
+        return report
+
+    def run_inline(self, job: Job) -> None:
+        execute_job(job.id, self.settings, self.registry, callbacks=[self._epoch(job)])
+
+    def command(self, job: Job) -> list[str]:
+        s = self.settings
+        return [sys.executable, "-m", "kdbench", *s.to_args(), "job", "run",
+                str(s.protocol_path), "--job", job.id, "--data-dir", str(s.data_dir),
+                "--runs-dir", str(s.runs_dir), "--device", s.device,
+                "--data-workers", str(s.data_workers),
+                *(["--tracking-uri", s.tracking_uri] if s.tracking_uri else []),
+                *(["--compile"] if s.compile else [])]
+
+    def started(self, job: Job) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=f"{job.component} N={job.n} "
+                                 f"seed {job.seed} [{job.id[:8]}]")
+
+    def finished(self, job: Job, ok: bool) -> None:
+        if self.progress is not None and ok:
+            self.progress.advance(self.task)
+
+
+def run_protocol(
+    settings: RunSettings,
+    registry: Registry,
+    *,
+    executor: str = "inline",
+    only: Sequence[str] | None = None,
+    dry_run: bool = False,
+    max_parallel: int = 1,
+    progress: Any | None = None,
+) -> RunReport:
+    """Run every unfinished Job of the protocol (see the module docstring)."""
+    from kdbench.data.protocol_data import ensure_data
+    from kdbench.plan import build_plan
+    from kdbench.protocol import load_protocol
+    from kdbench.tracking import Tracker, default_tracking_uri
+
+    if executor not in registry.executors:
+        raise KdbenchError(registry.executors.unknown_message(executor))
+    protocol = load_protocol(settings.protocol_path, registry)
+    plan = build_plan(protocol, registry)
+    selected = select_jobs(plan, only)
+    settings.tracking_uri = settings.tracking_uri or default_tracking_uri()
+    tracker = Tracker(plan, settings.tracking_uri)
+    complete = tracker.complete_job_ids()
+    wanted = {j.id for j in selected if j.id not in complete}
+    waves = [[j for j in wave if j.id in wanted] for wave in plan.waves()]
+    waves = [w for w in waves if w]
+    report = RunReport(plan, sorted(j.id for j in selected if j.id in complete),
+                       [j.id for w in waves for j in w], settings.tracking_uri,
+                       tracker.experiment_name)
+    if dry_run or not waves:
+        return report
+    # prepares (idempotently) and asserts no test case is in any training/validation subset
+    ensure_data(protocol, registry, settings.data_dir)
+    launcher = _Launcher(settings, registry, len(report.todo), progress)
+    registry.executors.get(executor)().execute(waves, launcher, max_parallel=max_parallel)
+    return report

@@ -1,0 +1,187 @@
+"""The record of a benchmark in MLflow: one experiment per protocol, one run per Job.
+
+A run counts as done only when complete: the tag ``kdbench.status = complete`` is written
+last, after the parameters, curves, per-case table and summary metrics. A Job that crashed (or
+was killed) leaves a run without that tag, which never counts; the next attempt marks it
+``KILLED`` and starts a new run. Every call that logs several values is batched
+(``log_batch``: one ``log_metric`` call costs ~5 ms on SQLite).
+
+Default tracking URI: ``sqlite:///<cwd>/mlruns/mlflow.db`` (never the Optuna study file: both
+keep an alembic version table), artefacts under ``mlruns/artifacts``. Any MLflow URI (a tracking
+server) through ``--tracking-uri`` or ``KDBENCH_TRACKING_URI``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kdbench import __version__
+from kdbench.modalities import label
+from kdbench.plan import Job, Plan
+
+ENV_TRACKING_URI = "KDBENCH_TRACKING_URI"
+STATUS = "kdbench.status"
+COMPLETE = "complete"
+JOB_ID = "kdbench.job_id"
+
+
+def default_tracking_uri(root: Path | None = None) -> str:
+    """``KDBENCH_TRACKING_URI``, else a SQLite file ``mlruns/mlflow.db`` under ``root``/cwd."""
+    if os.environ.get(ENV_TRACKING_URI):
+        return os.environ[ENV_TRACKING_URI]
+    folder = Path(root or Path.cwd()) / "mlruns"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The short commit of the working tree, ``unknown`` outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=cwd or Path(__file__).parent, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+    else:
+        out[prefix] = str(value)[:6000]
+
+
+class Tracker:
+    """MLflow records of one protocol's Jobs.
+
+    Args:
+        plan: the protocol's plan (its name is the experiment's).
+        tracking_uri: any MLflow tracking URI.
+        artifact_root: where a new experiment keeps artefacts (default beside a SQLite file).
+    """
+
+    def __init__(self, plan: Plan, tracking_uri: str, artifact_root: Path | None = None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.plan = plan
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        name = f"kdbench/{plan.protocol.name}"
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            location = None
+            if artifact_root is None and tracking_uri.startswith("sqlite:///"):
+                artifact_root = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+            if artifact_root is not None:
+                location = Path(artifact_root).resolve().as_uri()
+            experiment_id = self.client.create_experiment(
+                name, artifact_location=location,
+                tags={"kdbench.protocol": plan.protocol.name,
+                      "kdbench.protocol_version": plan.protocol.version},
+            )
+        else:
+            experiment_id = experiment.experiment_id
+        self.experiment_id = experiment_id
+        self.experiment_name = name
+
+    # -- lookup ---------------------------------------------------------------------------------
+
+    def _runs(self, job: Job, extra: str = "") -> list[Any]:
+        query = f"tags.`{JOB_ID}` = '{job.id}'" + (f" and {extra}" if extra else "")
+        return self.client.search_runs([self.experiment_id], filter_string=query,
+                                       max_results=100)
+
+    def complete_run(self, job: Job) -> Any | None:
+        """The complete run of ``job``, if there is one."""
+        runs = self._runs(job, f"tags.`{STATUS}` = '{COMPLETE}'")
+        return runs[0] if runs else None
+
+    def complete_job_ids(self) -> set[str]:
+        """Ids of every Job of the plan with a complete run."""
+        runs = self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.`{STATUS}` = '{COMPLETE}'",
+                                       max_results=50000)
+        return {r.data.tags[JOB_ID] for r in runs}
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def start(self, job: Job, *, split_hash: str, teacher_run: str | None) -> str:
+        """A new run for ``job``, tagged with its grid coordinates; earlier incomplete runs of
+        the same Job are marked KILLED (they never counted)."""
+        from mlflow.entities import Param, RunTag
+
+        for old in self._runs(job):
+            if old.data.tags.get(STATUS) != COMPLETE and old.info.status == "RUNNING":
+                self.client.set_terminated(old.info.run_id, status="KILLED")
+        protocol = self.plan.protocol
+        tags = {
+            JOB_ID: job.id,
+            STATUS: "running",
+            "kdbench.component": job.component,
+            "kdbench.kind": job.kind,
+            "kdbench.roles": "; ".join(job.roles),
+            "kdbench.n": str(job.n),
+            "kdbench.seed": str(job.seed),
+            "kdbench.training_modalities": label(job.modalities.training),
+            "kdbench.evaluated_subsets": ", ".join(label(s) for s in job.modalities.evaluate),
+            "kdbench.protocol": protocol.name,
+            "kdbench.protocol_version": protocol.version,
+            "kdbench.split_hash": split_hash,
+            "kdbench.version": __version__,
+            "kdbench.git_commit": git_commit(),
+        }
+        if teacher_run:
+            tags["kdbench.teacher_run_id"] = teacher_run
+            tags["kdbench.teacher_job_id"] = job.depends_on["teacher"]
+        run = self.client.create_run(self.experiment_id, run_name=f"{job.component}-N{job.n}"
+                                     f"-s{job.seed}-{job.id[:8]}", tags=tags)
+        params: dict[str, str] = {}
+        _flatten("hparams", job.hparams, params)
+        _flatten("", {k: v for k, v in job.spec.items()
+                      if k in ("backbone", "training", "split", "dataset")}, params)
+        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
+                              tags=[RunTag("kdbench.spec_component",
+                                           f"{job.component}@{job.spec['component']['version']}")])
+        return run.info.run_id
+
+    def log_epoch(self, run_id: str, report: Any) -> None:
+        """One batched call per epoch: loss terms, learning rate, validation Dice per region."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        values = {f"train_{k}": v for k, v in report.train_terms.items()}
+        values["learning_rate"] = report.learning_rate
+        values["val_loss"] = report.val_loss
+        values["val_dice_mean"] = report.mean_val_dice
+        for region, dice in zip(("WT", "TC", "ET"), report.val_dice, strict=False):
+            values[f"val_dice_{region}"] = dice
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, report.epoch)
+                                               for k, v in values.items()])
+
+    def log_epochs(self, run_id: str, reports: list[Any]) -> None:
+        """Epoch curves logged after the fact (those of attempts before a resume)."""
+        for report in reports:
+            self.log_epoch(run_id, report)
+
+    def finish(self, run_id: str, artifacts: list[Path], summary: Mapping[str, float]) -> None:
+        """Artefacts (the per-case table first), summary metrics, then the final tag."""
+        from mlflow.entities import Metric
+
+        for path in artifacts:
+            self.client.log_artifact(run_id, str(path))
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, 0) for k, v in summary.items()]
+        for start in range(0, len(metrics), 900):  # MLflow takes at most 1000 per batch
+            self.client.log_batch(run_id, metrics=metrics[start:start + 900])
+        self.client.set_tag(run_id, STATUS, COMPLETE)  # last: the run now counts
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def fail(self, run_id: str) -> None:
+        """Mark a run whose Job raised (it never counts)."""
+        self.client.set_terminated(run_id, status="FAILED")

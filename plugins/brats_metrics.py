@@ -1,0 +1,1 @@
+"""BraTS metrics (being written)."""

@@ -1,0 +1,140 @@
+"""``kdbench run``: end to end on the phantom, idempotent, killed and resumed, in MLflow."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from helpers import DEMO, ROOT
+
+from kdbench.engine.execute import RunSettings
+from kdbench.plan import build_plan
+from kdbench.protocol import load_protocol
+from kdbench.runner import run_protocol, select_jobs
+from kdbench.tracking import COMPLETE, JOB_ID, STATUS, Tracker
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, registry):
+    """A three-Job protocol (multi teacher, mono, kd) whose data is prepared once."""
+    from kdbench.data.protocol_data import ensure_data
+
+    root = tmp_path_factory.mktemp("runner")
+    data = yaml.safe_load(DEMO.read_text())
+    data.update(
+        name="runner_test",
+        dataset={"source": "phantom", "options": {"cases": 10, "shape": [32, 32, 32]}},
+        split={"test_size": 2, "validation_fraction": 0.25},
+        training_sizes=[6], seeds=[0],
+        scenarios=[{"name": "t1ce_only", "available": ["t1ce"]}],
+        strategies=[{"name": "mono"}, {"name": "kd", "hparams": {"temperature": 4.0}}],
+        backbone={"name": "nnunet"},
+        training={"epochs": 2, "iterations_per_epoch": 2, "val_iterations": 1},
+        metrics=["dice", "hd95"],
+    )
+    path = root / "runner_test.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    protocol = load_protocol(path, registry)
+    ensure_data(protocol, registry, root / "data")
+    return {"root": root, "protocol": path, "plan": build_plan(protocol, registry)}
+
+
+def _settings(grid, name):
+    root = grid["root"]
+    return RunSettings(grid["protocol"], root / "data", root / name / "runs",
+                       f"sqlite:///{root / name / 'mlflow.db'}")
+
+
+def _complete_runs(grid, settings):
+    tracker = Tracker(grid["plan"], settings.tracking_uri)
+    runs = tracker.client.search_runs([tracker.experiment_id], max_results=1000)
+    return tracker, runs
+
+
+def test_select_only_pulls_dependencies(grid):
+    plan = grid["plan"]
+    assert {j.component for j in select_jobs(plan, ["kd"])} == {"kd", "multi"}
+    assert {j.component for j in select_jobs(plan, ["mono"])} == {"mono"}
+
+
+def test_run_twice_does_no_work_the_second_time(grid, registry):
+    settings = _settings(grid, "whole")
+    first = run_protocol(settings, registry)
+    assert len(first.todo) == 3 and first.skipped == []
+    tracker, runs = _complete_runs(grid, settings)
+    complete = [r for r in runs if r.data.tags.get(STATUS) == COMPLETE]
+    assert sorted(r.data.tags[JOB_ID] for r in complete) == sorted(j.id for j in grid["plan"].jobs)
+    kd = next(r for r in complete if r.data.tags["kdbench.component"] == "kd")
+    teacher = next(r for r in complete if r.data.tags["kdbench.component"] == "multi")
+    assert kd.data.tags["kdbench.teacher_run_id"] == teacher.info.run_id
+    assert kd.data.params["hparams.temperature"] == "4.0"
+    assert {"test_dice_WT", "test_hd95_ET", "train_distillation", "val_dice_mean"} <= set(
+        kd.data.metrics)
+    history = tracker.client.get_metric_history(kd.info.run_id, "train_loss")
+    assert [m.step for m in history] == [0, 1]
+    artifacts = {a.path for a in tracker.client.list_artifacts(kd.info.run_id)}
+    assert "per_case.csv" in artifacts
+    second = run_protocol(settings, registry)
+    assert second.todo == [] and len(second.skipped) == 3
+    assert len(_complete_runs(grid, settings)[1]) == len(runs)  # no new run
+
+
+def test_killed_run_finishes_with_one_complete_run_per_job(grid, registry):
+    settings = _settings(grid, "killed")
+    command = [sys.executable, "-m", "kdbench", "run", str(settings.protocol_path),
+               "--data-dir", str(settings.data_dir), "--runs-dir", str(settings.runs_dir),
+               "--tracking-uri", settings.tracking_uri]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(settings.runs_dir.rglob("checkpoint_latest.pth")):
+            break  # mid-way through the first Job
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, runs = _complete_runs(grid, settings)
+    assert runs and not [r for r in runs if r.data.tags.get(STATUS) == COMPLETE]
+
+    report = run_protocol(settings, registry)
+    assert len(report.todo) == 3
+    _, runs = _complete_runs(grid, settings)
+    complete = [r for r in runs if r.data.tags.get(STATUS) == COMPLETE]
+    assert sorted(r.data.tags[JOB_ID] for r in complete) == sorted(j.id for j in grid["plan"].jobs)
+    partial = [r for r in runs if r.data.tags.get(STATUS) != COMPLETE]
+    assert len(partial) == 1 and partial[0].info.status in ("KILLED", "FAILED")
+    # the same results as the uninterrupted grid (deterministic on CPU); no work if done
+    run_protocol(_settings(grid, "whole"), registry)
+    _, whole = _complete_runs(grid, _settings(grid, "whole"))
+    by_job = {r.data.tags[JOB_ID]: r.data.metrics for r in whole
+              if r.data.tags.get(STATUS) == COMPLETE}
+    for run in complete:
+        ours = {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
+        theirs = {k: v for k, v in by_job[run.data.tags[JOB_ID]].items() if k.startswith("test_")}
+        assert ours == theirs
+
+
+def test_local_executor_runs_jobs_in_subprocesses(grid, registry):
+    settings = _settings(grid, "local")
+    report = run_protocol(settings, registry, executor="local", only=["mono"])
+    assert [grid["plan"].job(j).component for j in report.todo] == ["mono"]
+    _, runs = _complete_runs(grid, settings)
+    assert [r.data.tags["kdbench.component"] for r in runs
+            if r.data.tags.get(STATUS) == COMPLETE] == ["mono"]
+
+
+def test_dry_run_and_unknown_names(grid, registry):
+    settings = _settings(grid, "dry")
+    report = run_protocol(settings, registry, dry_run=True)
+    assert len(report.todo) == 3 and not settings.runs_dir.exists()
+    from kdbench.errors import KdbenchError
+
+    with pytest.raises(KdbenchError, match="--only hemis: not in this protocol"):
+        run_protocol(settings, registry, only=["hemis"])
+    with pytest.raises(KdbenchError, match="unknown executor 'slurmm'"):
+        run_protocol(settings, registry, executor="slurmm")
