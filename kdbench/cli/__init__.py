@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from kdbench import __version__
-from kdbench.cli import data, plan, plugins, protocol, run
+from kdbench.cli import data, evaluate, plan, plugins, protocol, run
 from kdbench.cli.common import State, err_console
 from kdbench.errors import KdbenchError
 
@@ -31,6 +31,7 @@ app.add_typer(data.app, name="data")
 app.command("plugins")(plugins.plugins)
 app.command("plan")(plan.plan)
 app.command("run")(run.run)
+app.command("evaluate")(evaluate.evaluate)
 app.add_typer(run.app, name="job")
 
 
