@@ -6,6 +6,8 @@ dataset's folders and the Job's own results folder.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -109,10 +111,13 @@ def train(request: TrainRequest) -> TrainResult:
             callbacks=list(request.callbacks),
         ))
         resumed_from = None
-        if resume:
-            trainer.load_checkpoint(str(latest))
-            resumed_from = trainer.current_epoch
-        trainer.run_training()
+        # nnU-Net prints its log to the console too: keep it in the Job's folder instead
+        with open(Path(request.output_dir) / "nnunet_console.log", "a") as console, \
+                contextlib.redirect_stdout(console):
+            if resume:
+                trainer.load_checkpoint(str(latest))
+                resumed_from = trainer.current_epoch
+            trainer.run_training()
         history = {k: list(v) for k, v in trainer.logger.get_checkpoint().items()}
     return TrainResult(final, trainer.num_epochs, resumed_from, history)
 
@@ -180,13 +185,14 @@ def predict(
         if decoder is not None and hasattr(decoder, "deep_supervision"):
             decoder.deep_supervision = False
     network = trained.strategy.inference_model(model, tuple(available))
-    predictor = nnUNetPredictor(
-        tile_step_size=0.5, use_gaussian=True, use_mirroring=options.mirroring,
-        perform_everything_on_device=device != "cpu", device=torch.device(device),
-        verbose=False, verbose_preprocessing=False, allow_tqdm=False,
-    )
-    predictor.manual_initialization(network, manager, config, None, dataset_json,
-                                    KdbenchTrainer.__name__, _mirror_axes(config))
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net's notices about the device
+        predictor = nnUNetPredictor(
+            tile_step_size=0.5, use_gaussian=True, use_mirroring=options.mirroring,
+            perform_everything_on_device=device != "cpu", device=torch.device(device),
+            verbose=False, verbose_preprocessing=False, allow_tqdm=False,
+        )
+        predictor.manual_initialization(network, manager, config, None, dataset_json,
+                                        KdbenchTrainer.__name__, _mirror_axes(config))
     source_map = LABEL_MAPS[dataset.marker["label_convention"]]
     to_source = np.zeros(max(source_map.values()) + 1, dtype=np.uint8)
     for source_value, canonical in source_map.items():
