@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.engine.job import job_dir, run_job
+from kdbench.engine.requests import EpochReport
 from kdbench.errors import KdbenchError
 from kdbench.modalities import label
 from kdbench.plan import Job, Plan
@@ -42,18 +43,6 @@ class RunSettings:
         return args
 
 
-@dataclass
-class EpochRecord:
-    """An epoch report as stored in ``epochs.jsonl`` (the fields of ``EpochReport``)."""
-
-    epoch: int
-    learning_rate: float
-    train_terms: dict[str, float]
-    val_loss: float
-    val_dice: list[float]
-    mean_val_dice: float
-
-
 class EpochLog:
     """Callback: append each epoch report to ``epochs.jsonl`` and log it to the live run."""
 
@@ -62,13 +51,13 @@ class EpochLog:
         self.live: set[int] = set()
 
     def __call__(self, report: Any) -> None:
-        record = {k: getattr(report, k) for k in EpochRecord.__dataclass_fields__}
+        record = {k: getattr(report, k) for k in EpochReport.__dataclass_fields__}
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         self.tracker.log_epoch(self.run_id, report)
         self.live.add(report.epoch)
 
-    def earlier(self) -> list[EpochRecord]:
+    def earlier(self) -> list[EpochReport]:
         """Epochs recorded by earlier attempts and not logged to this run (last one wins)."""
         if not self.path.exists():
             return []
@@ -76,7 +65,7 @@ class EpochLog:
         for line in self.path.read_text().splitlines():
             if line.strip():
                 record = json.loads(line)
-                by_epoch[record["epoch"]] = EpochRecord(**record)
+                by_epoch[record["epoch"]] = EpochReport(**record)
         return [by_epoch[e] for e in sorted(by_epoch) if e not in self.live]
 
 

@@ -16,6 +16,27 @@ from kdbench.components.strategy import Strategy
 from kdbench.data.prepared import PreparedDataset
 
 
+@dataclass
+class EpochReport:
+    """What callbacks receive after an epoch (every ``validate_every`` epochs).
+
+    Attributes:
+        epoch: 0-based epoch just finished.
+        learning_rate: the epoch's learning rate.
+        train_terms: mean of each named loss term over the epoch's batches.
+        val_loss: nnU-Net's validation loss.
+        val_dice: pseudo-Dice per region on the validation subset (WT, TC, ET).
+        mean_val_dice: their mean (nnU-Net's ``mean_fg_dice``).
+    """
+
+    epoch: int
+    learning_rate: float
+    train_terms: dict[str, float]
+    val_loss: float
+    val_dice: list[float]
+    mean_val_dice: float
+
+
 @dataclass(frozen=True)
 class Budget:
     """The training budget (a protocol's ``training`` section)."""

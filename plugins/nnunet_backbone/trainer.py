@@ -31,31 +31,11 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from kdbench.components.strategy import BuildContext, StepBatch, Strategy
+from kdbench.engine.requests import EpochReport
 from kdbench.modalities import MODALITIES, channel_indices
 
 CHECKPOINT_LATEST = "checkpoint_latest.pth"
 CHECKPOINT_FINAL = "checkpoint_final.pth"
-
-
-@dataclass
-class EpochReport:
-    """What callbacks receive after an epoch (every ``validate_every`` epochs).
-
-    Attributes:
-        epoch: 0-based epoch just finished.
-        learning_rate: the epoch's learning rate.
-        train_terms: mean of each named loss term over the epoch's batches.
-        val_loss: nnU-Net's validation loss.
-        val_dice: pseudo-Dice per region on the validation subset (WT, TC, ET).
-        mean_val_dice: their mean (nnU-Net's ``mean_fg_dice``).
-    """
-
-    epoch: int
-    learning_rate: float
-    train_terms: dict[str, float]
-    val_loss: float
-    val_dice: list[float]
-    mean_val_dice: float
 
 
 @dataclass
