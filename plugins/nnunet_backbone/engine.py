@@ -71,11 +71,18 @@ def _trainer(dataset: Any, options: Any, device: str, continue_training: bool
 
 
 def train(request: TrainRequest) -> TrainResult:
-    """Train (or resume, or find finished) the request's strategy with nnU-Net's recipe."""
+    """Train (or resume, or find finished) the request's strategy with nnU-Net's recipe.
+
+    nnU-Net prints its log to the console as well as to its log file; here that console output
+    goes to ``nnunet_console.log`` in the Job's folder, so progress displays stay readable.
+    """
     folders, _ = _folders(request.dataset)
-    results = Path(request.output_dir) / "nnunet"
-    with nnunet_environment(folders, results=results,
-                            nnUNet_n_proc_DA=str(request.data_workers)):
+    output_dir = Path(request.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with nnunet_environment(folders, results=output_dir / "nnunet",
+                            nnUNet_n_proc_DA=str(request.data_workers)), \
+            open(output_dir / "nnunet_console.log", "a") as console, \
+            contextlib.redirect_stdout(console):
         teacher = None
         if request.teacher is not None:
             teacher = load_model(request.teacher, request.dataset, request.options,
@@ -85,15 +92,13 @@ def train(request: TrainRequest) -> TrainResult:
             # as nnUNetv2_train does: cuDNN autotuning (CPU runs stay deterministic)
             torch.backends.cudnn.deterministic = False
             torch.backends.cudnn.benchmark = True
-        probe = _trainer(request.dataset, request.options, request.device,
-                         continue_training=True)
-        output = Path(probe.output_folder)
+        trainer = _trainer(request.dataset, request.options, request.device,
+                           continue_training=True)
+        output = Path(trainer.output_folder)
         final, latest = output / CHECKPOINT_FINAL, output / CHECKPOINT_LATEST
         if final.exists():
             epochs = torch.load(final, map_location="cpu", weights_only=False)["current_epoch"]
             return TrainResult(final, epochs, None, {})
-        resume = latest.exists()
-        trainer = probe
         trainer.configure(TrainerSettings(
             strategy=request.strategy,
             train_cases=request.train_cases,
@@ -111,13 +116,10 @@ def train(request: TrainRequest) -> TrainResult:
             callbacks=list(request.callbacks),
         ))
         resumed_from = None
-        # nnU-Net prints its log to the console too: keep it in the Job's folder instead
-        with open(Path(request.output_dir) / "nnunet_console.log", "a") as console, \
-                contextlib.redirect_stdout(console):
-            if resume:
-                trainer.load_checkpoint(str(latest))
-                resumed_from = trainer.current_epoch
-            trainer.run_training()
+        if latest.exists():
+            trainer.load_checkpoint(str(latest))
+            resumed_from = trainer.current_epoch
+        trainer.run_training()
         history = {k: list(v) for k, v in trainer.logger.get_checkpoint().items()}
     return TrainResult(final, trainer.num_epochs, resumed_from, history)
 
