@@ -78,6 +78,13 @@ def test_run_twice_does_no_work_the_second_time(grid, registry):
     assert [m.step for m in history] == [0, 1]
     artifacts = {a.path for a in tracker.client.list_artifacts(kd.info.run_id)}
     assert "per_case.csv" in artifacts
+    from kdbench.results import mean_dice_table
+
+    table = mean_dice_table(tracker)
+    assert sorted(table["strategy"]) == ["kd", "mono", "multi"]
+    assert set(table["N"]) == {6} and set(table["seeds"]) == {1}
+    kd_row = table[table["strategy"] == "kd"].iloc[0]
+    assert kd_row["WT"] == pytest.approx(kd.data.metrics["test_dice_WT"])
     second = run_protocol(settings, registry)
     assert second.todo == [] and len(second.skipped) == 3
     assert len(_complete_runs(grid, settings)[1]) == len(runs)  # no new run

@@ -76,9 +76,29 @@ def run(
             job = report.plan.job(job_id)
             console.print(f"  {job.id}  {job.component:<10} N={job.n:<5} seed {job.seed}")
         return
+    _print_results(report)
     uri = report.tracking_uri
     console.print(f"MLflow record: experiment [bold]{report.experiment}[/] in {uri}\n"
                   f"  open it with: mlflow ui --backend-store-uri {uri}")
+
+
+def _print_results(report) -> None:  # noqa: ANN001 - a RunReport
+    from rich.table import Table
+
+    from kdbench.results import REGIONS, mean_dice_table
+    from kdbench.tracking import Tracker
+
+    table = mean_dice_table(Tracker(report.plan, report.tracking_uri))
+    if table.empty:
+        return
+    view = Table(title="Mean test Dice over seeds and test cases (complete runs)")
+    for column in ("scenario", "strategy", "N", "seeds", *REGIONS):
+        view.add_column(column, justify="right" if column not in ("scenario", "strategy")
+                        else "left")
+    for row in table.itertuples(index=False):
+        view.add_row(row.scenario, row.strategy, str(row.N), str(row.seeds),
+                     *(f"{getattr(row, r):.3f}" for r in REGIONS))
+    console.print(view)
 
 
 @app.command("run")

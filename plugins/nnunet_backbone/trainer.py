@@ -183,7 +183,15 @@ class KdbenchTrainer(nnUNetTrainer):
                 val_dice=dice,
                 mean_val_dice=float(self.logger.get_value("mean_fg_dice", step=-1)),
             )
-        super().on_epoch_end()
+        # nnU-Net redraws its progress PNG every epoch (~0.5 s of matplotlib): kdbench's curves
+        # are in MLflow, so the PNG is drawn only with checkpoints and at the end.
+        drawn = (epoch + 1) % self.save_every == 0 or epoch == self.num_epochs - 1
+        if not drawn:
+            self.logger.plot_progress_png = lambda *args, **kwargs: None
+        try:
+            super().on_epoch_end()
+        finally:
+            self.logger.__dict__.pop("plot_progress_png", None)
         if report is not None:
             for callback in self.settings.callbacks:
                 callback(report)

@@ -72,3 +72,22 @@ def test_training_loss_combines_the_terms_and_spares_the_teacher():
     assert student[0].grad is not None and student[0].grad.abs().sum() > 0
     assert teacher.weight.grad is None  # never updated
     assert kd.input_modalities() == ("t1ce",)
+
+
+def test_binary_kl_hand_computed_2x2x2():
+    """A 2×2×2 volume, one region: four voxels where teacher and student agree (logit -3),
+    four where the teacher says 2 and the student 0.
+
+    KL(Bernoulli(p) || Bernoulli(q)) = p ln(p/q) + (1-p) ln((1-p)/(1-q)). With T = 2 the
+    tempered logits are 1 and 0: p = σ(1) = 0.7310586, q = 0.5, KL = 0.1109441 per
+    disagreeing voxel, mean over 8 voxels 0.0554720, times T² = 4: 0.2218881. With T = 1:
+    p = σ(2) = 0.8807971, KL = 0.3278133, mean 0.1639067, times 1.
+    """
+    teacher = torch.full((1, 1, 2, 2, 2), -3.0)
+    student = torch.full((1, 1, 2, 2, 2), -3.0)
+    teacher[..., 0, :, :] = 2.0
+    student[..., 0, :, :] = 0.0
+    assert float(binary_kl(student, teacher, 2.0)) == pytest.approx(0.2218881, abs=1e-6)
+    assert float(binary_kl(student, teacher, 1.0)) == pytest.approx(0.1639067, abs=1e-6)
+    # the T² factor: without it the T = 2 value would be a quarter
+    assert float(binary_kl(student, teacher, 2.0)) / 4 == pytest.approx(0.0554720, abs=1e-6)
