@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -159,6 +159,17 @@ def _empty_value(pred: np.ndarray, ref: np.ndarray) -> float | None:
     return 0.0 if has_pred == has_ref else EMPTY_HD95_MM
 
 
+def _hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], device: str | None,
+          reduce: Callable[[np.ndarray, np.ndarray], float]) -> float:
+    # the checks and the BraTS empty-mask conventions are common to both definitions
+    _check(pred, ref, spacing)
+    empty = _empty_value(pred, ref)
+    if empty is not None:
+        return empty
+    forward, backward = surface_distances(pred, ref, spacing, device)
+    return float(reduce(forward, backward))
+
+
 def hd95_pooled(
     pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], device: str | None = None
 ) -> float:
@@ -173,12 +184,8 @@ def hd95_pooled(
     Returns:
         Distance in mm; 0 if both masks are empty, :data:`EMPTY_HD95_MM` if one is.
     """
-    _check(pred, ref, spacing)
-    empty = _empty_value(pred, ref)
-    if empty is not None:
-        return empty
-    forward, backward = surface_distances(pred, ref, spacing, device)
-    return float(np.percentile(np.concatenate([forward, backward]), 95))
+    return _hd95(pred, ref, spacing, device,
+                 lambda f, b: np.percentile(np.concatenate([f, b]), 95))
 
 
 def hd95_max_directed(
@@ -195,9 +202,5 @@ def hd95_max_directed(
     Returns:
         Distance in mm; 0 if both masks are empty, :data:`EMPTY_HD95_MM` if one is.
     """
-    _check(pred, ref, spacing)
-    empty = _empty_value(pred, ref)
-    if empty is not None:
-        return empty
-    forward, backward = surface_distances(pred, ref, spacing, device)
-    return float(max(np.percentile(forward, 95), np.percentile(backward, 95)))
+    return _hd95(pred, ref, spacing, device,
+                 lambda f, b: max(np.percentile(f, 95), np.percentile(b, 95)))

@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from kdbench.errors import KdbenchError, ProtocolError
-from kdbench.protocol.errors import describe_errors, located
+from kdbench.protocol.errors import describe_errors
 from kdbench.protocol.models import SCHEMA_VERSION, Protocol
 from kdbench.protocol.yaml_source import YamlSource
 
@@ -65,4 +65,4 @@ def load_protocol(path: Path, registry: Registry) -> Protocol:
     return protocol
 
 
-__all__ = ["load_protocol", "located", "read_protocol"]
+__all__ = ["load_protocol", "read_protocol"]

@@ -124,12 +124,13 @@ def train(request: TrainRequest) -> TrainResult:
     return TrainResult(final, trainer.num_epochs, resumed_from, history)
 
 
-def load_model(trained: TrainedModel, dataset: Any, options: Any, device: str
-               ) -> torch.nn.Module:
-    """A finished Job's trainable model, weights loaded, in eval mode, frozen."""
+def load_model(trained: TrainedModel, dataset: Any, options: Any, device: str,
+               plans: tuple[dict, dict, str] | None = None) -> torch.nn.Module:
+    """A finished Job's trainable model, weights loaded, in eval mode, frozen (``plans``:
+    what :func:`load_plans` returned, when the caller has it already)."""
     if not Path(trained.checkpoint).exists():
         raise KdbenchError(f"checkpoint {trained.checkpoint} not found; run its Job first")
-    plans, dataset_json, configuration = load_plans(dataset, options)
+    plans, dataset_json, configuration = plans or load_plans(dataset, options)
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -181,7 +182,8 @@ def predict(
     plans, dataset_json, configuration = load_plans(dataset, options)
     manager = PlansManager(plans)
     config = manager.get_configuration(configuration)
-    model = load_model(trained, dataset, options, device)
+    model = load_model(trained, dataset, options, device,
+                       plans=(plans, dataset_json, configuration))
     for module in model.modules():  # inference uses the full-resolution output only
         decoder = getattr(module, "decoder", None)
         if decoder is not None and hasattr(decoder, "deep_supervision"):
