@@ -23,7 +23,7 @@ demo: install
 	$(VENV)/bin/kdbench protocol validate protocols/demo.yaml
 	$(VENV)/bin/kdbench data prepare --protocol protocols/demo.yaml
 	$(VENV)/bin/kdbench plan protocols/demo.yaml
-	$(VENV)/bin/kdbench run protocols/demo.yaml
+	$(VENV)/bin/kdbench run protocols/demo.yaml --executor local --jobs 2
 
 test: install
 	$(PY) -m pytest -m "not slow"

@@ -11,7 +11,8 @@ same (N, seed) training subset, a student on the available ones. The loss of a b
 where ``x_T = sigmoid(logits / T)``: nnU-Net trains BraTS with one sigmoid per region (WT, TC,
 ET), so the tempered distributions are Bernoulli per region and voxel. The KL term is taken on
 every deep-supervision output with nnU-Net's own weights. The teacher runs in inference mode
-(under the trainer's AMP on CUDA) and is never updated.
+(under the trainer's AMP on CUDA) and is never updated. Defaults, their sources and the search
+ranges: docs/strategies.md.
 """
 
 from __future__ import annotations
@@ -40,42 +41,56 @@ def binary_kl(student_logits: Any, teacher_logits: Any, temperature: float) -> A
     return (positive + negative).mean() * temperature**2
 
 
+def latent_kl(student: Any, teacher: Any) -> Any:
+    """KL(teacher || student) between the softmax distributions over the channels of each
+    bottleneck voxel, summed over channels, averaged over batch and voxels."""
+    import torch.nn.functional as F
+
+    log_student = F.log_softmax(student.float(), dim=1)
+    log_teacher = F.log_softmax(teacher.float(), dim=1)
+    return (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1).mean()
+
+
 class KnowledgeDistillation(Strategy):
     """Student on the available modalities, distilled from a multi-modal teacher."""
 
     name = "kd"
-    version = "1"
+    version = "2"  # 2: λ default 0.025 (was 10); latent KL averaged per voxel
     requires = ("teacher",)
     default_teacher = "multi"
     hparams = {
         "kd_weight": HParam(
-            10.0,
-            low=0.1,
-            high=20.0,
+            0.025,
+            low=1e-3,
+            high=1.0,
             log=True,
-            help="weight of the T^2-scaled KL term between tempered outputs",
-            source="ProtoKD (SakurajimaMaiii/ProtoKD): weight 10",
+            help="lambda: weight of the T^2-scaled KL term between tempered outputs",
+            source="ProtoKD (SakurajimaMaiii/ProtoKD, code/trainer.py): 10 x KL averaged over "
+            "its 4 softmax classes without T^2, i.e. 2.5 x the per-voxel KL; in the T^2 form "
+            "here that is lambda = 10 / (4 T^2) = 0.025 at T = 10 (docs/strategies.md)",
         ),
         "temperature": HParam(
             10.0,
             low=1.0,
             high=20.0,
             log=True,
-            help="softening temperature of teacher and student outputs",
-            source="ProtoKD (SakurajimaMaiii/ProtoKD) and PMKL (cchen-cc/PMKL): T = 10",
+            help="T: softening temperature of teacher and student outputs",
+            source="ProtoKD (SakurajimaMaiii/ProtoKD, code/config.py): T = 10",
         ),
         "latent_weight": HParam(
             0.0,
             low=0.0,
             high=1.0,
-            help="weight of the bottleneck-feature term (KD-Net's latent term); 0 disables it",
-            source="kdbench choice: off by default, as an ablation",
+            help="beta: weight of the bottleneck-feature term (KD-Net's latent term); 0 "
+            "disables it",
+            source="kdbench choice: off by default, an ablation (KD-Net's value not available "
+            "here, docs/strategies.md)",
         ),
         "latent_loss": HParam(
             "mse",
             choices=("mse", "kl"),
             help="distance between student and teacher bottleneck features",
-            source="KD-Net (Hu et al., MICCAI 2020)",
+            source="KD-Net (Hu et al., MICCAI 2020): a term between the bottlenecks",
         ),
     }
 
@@ -128,10 +143,7 @@ class KnowledgeDistillation(Strategy):
 
         if self.hparams["latent_loss"] == "mse":
             return F.mse_loss(student.float(), teacher.float())
-        # KL between the channel distributions of each bottleneck voxel
-        log_student = F.log_softmax(student.float(), dim=1)
-        log_teacher = F.log_softmax(teacher.float(), dim=1)
-        return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+        return latent_kl(student, teacher)
 
 
 @hookimpl

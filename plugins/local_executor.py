@@ -1,5 +1,6 @@
 """The ``local`` executor: each Job in its own process; on a machine with several GPUs, one
-Job per GPU at a time (``CUDA_VISIBLE_DEVICES``), otherwise ``--jobs`` at a time."""
+Job per GPU at a time (``CUDA_VISIBLE_DEVICES``), otherwise ``--jobs`` at a time, the CPU cores
+shared between them (``OMP_NUM_THREADS``, unless already set)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ def visible_gpus() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
+def cpu_threads(parallel: int) -> str:
+    """Threads per Job when ``parallel`` Jobs share this machine's CPU cores (at least 1):
+    each process would otherwise start one thread per core, oversubscribing them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return str(max(1, (cores or 1) // max(1, parallel)))
+
+
 class LocalExecutor(Executor):
     """Runs Jobs as subprocesses (``kdbench job run``), a wave at a time."""
 
@@ -34,6 +42,7 @@ class LocalExecutor(Executor):
                 max_parallel: int = 1) -> None:
         gpus = visible_gpus()
         slots = gpus if gpus else [None] * max(1, max_parallel)
+        threads = cpu_threads(len(slots))
         failed = []
         for wave in waves:
             pending = list(wave)
@@ -43,6 +52,7 @@ class LocalExecutor(Executor):
                 while pending and free:
                     job, slot = pending.pop(0), free.pop(0)
                     env = dict(os.environ)
+                    env.setdefault("OMP_NUM_THREADS", threads)
                     if slot is not None:
                         env["CUDA_VISIBLE_DEVICES"] = slot
                     launcher.started(job)

@@ -35,3 +35,17 @@ def test_docs_name_no_hook_that_does_not_exist():
     text = (DOCS / "plugin_hooks.md").read_text()
     named = set(re.findall(r"### `(kdbench_\w+)`", text))
     assert named == set(HOOKS)
+
+
+def test_strategy_defaults_documented_as_in_the_code():
+    """docs/strategies.md's table of kd's hyper-parameters says what the code does."""
+    import re
+
+    from kdbench_plugins.kd import KnowledgeDistillation
+
+    text = (DOCS / "strategies.md").read_text().split("## `kd`: defaults")[1].split("\n## ")[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \|[^|]*\| ([^|]+?) \|", text, flags=re.M))
+    assert set(rows) == set(KnowledgeDistillation.hparams)
+    for name, spec in KnowledgeDistillation.hparams.items():
+        documented = rows[name].split(" ")[0].strip("`")
+        assert spec.coerce(documented) == spec.default, name

@@ -21,23 +21,22 @@ def _plan(registry, path=DEMO):
 
 def test_demo_plan_shape(registry):
     plan = _plan(registry)
-    # per (N, seed): one multi (strategy in both scenarios and the teacher of kd), mono and kd
-    # once per scenario
-    assert len(plan.jobs) == 3 * 2 * 5
-    for n in (4, 8, 16):
+    # per (N, seed): one multi (the upper bound and kd's teacher), one mono, one kd
+    assert len(plan.jobs) == 2 * 2 * 3
+    for n in (4, 12):
         for seed in (0, 1):
             jobs = [j for j in plan.jobs if (j.n, j.seed) == (n, seed)]
             by = {c: [j for j in jobs if j.component == c] for c in ("mono", "multi", "kd")}
-            assert [len(by[c]) for c in ("mono", "multi", "kd")] == [2, 1, 2]
+            assert [len(by[c]) for c in ("mono", "multi", "kd")] == [1, 1, 1]
             teacher = by["multi"][0]
             assert teacher.modalities.training == ("t1", "t1ce", "t2", "flair")
-            assert sorted(teacher.roles) == sorted([
-                "strategy multi @ t1ce_only", "strategy multi @ flair_only",
-                "teacher of kd @ t1ce_only", "teacher of kd @ flair_only"])
-            for kd in by["kd"]:
-                assert kd.depends_on == {"teacher": teacher.id}
-                assert kd.modalities.training == teacher.modalities.training
-            assert {m.modalities.training for m in by["mono"]} == {("t1ce",), ("flair",)}
+            assert sorted(teacher.roles) == ["strategy multi @ t1ce_only",
+                                             "teacher of kd @ t1ce_only"]
+            (kd,) = by["kd"]
+            assert kd.depends_on == {"teacher": teacher.id}
+            assert kd.modalities.training == teacher.modalities.training
+            assert kd.modalities.evaluate == (("t1ce",),)
+            assert by["mono"][0].modalities.training == ("t1ce",)
     index = {job.id: i for i, job in enumerate(plan.jobs)}
     for job in plan.jobs:  # dependencies first
         assert all(index[d] < index[job.id] for d in job.depends_on.values())
@@ -92,7 +91,7 @@ def test_bumping_a_version_changes_only_its_jobs(registry, tmp_path):
     mono2 = _ids(_plan(_with_version(tmp_path, "mono", "Mono", "2")))
     assert mono2["mono"].isdisjoint(base["mono"])
     assert mono2["multi"] == base["multi"] and mono2["kd"] == base["kd"]
-    kd2 = _ids(_plan(_with_version(tmp_path, "kd", "KnowledgeDistillation", "2")))
+    kd2 = _ids(_plan(_with_version(tmp_path, "kd", "KnowledgeDistillation", "3")))
     assert kd2["kd"].isdisjoint(base["kd"])
     assert kd2["mono"] == base["mono"] and kd2["multi"] == base["multi"]
     # a teacher's version also changes its students' ids (they depend on its result)
@@ -103,7 +102,7 @@ def test_bumping_a_version_changes_only_its_jobs(registry, tmp_path):
 
 def test_hyperparameters_change_only_that_strategy(registry, demo_data, write_protocol):
     base = _ids(_plan(registry))
-    demo_data["strategies"][2]["hparams"]["temperature"] = 4.0
+    demo_data["strategies"][2]["hparams"] = {"temperature": 4.0}
     changed = _ids(_plan(registry, write_protocol(demo_data)))
     assert changed["kd"].isdisjoint(base["kd"])
     assert changed["mono"] == base["mono"] and changed["multi"] == base["multi"]
@@ -130,3 +129,35 @@ def test_tuned_hparams_are_keyed_by_the_budget(registry, demo_data, write_protoc
     kd = [j for j in plan.jobs if j.component == "kd"]
     assert {j.hparams["tuned"]["trials"] for j in kd} == {8}
     assert {j.hparams["tuned"]["n"] for j in kd} == {8}
+
+
+def test_two_distillation_strategies_share_one_teacher_job(registry, demo_data,
+                                                           write_protocol, tmp_path):
+    """A future ``genkd`` (any strategy requiring the default teacher) and ``kd`` at the same
+    (N, seed) depend on the same teacher Job, which the plan holds once."""
+    folder = tmp_path / "future"
+    folder.mkdir()
+    (folder / "genkd_like.py").write_text(textwrap.dedent("""
+        from kdbench import hookimpl
+        from kdbench_plugins.kd import KnowledgeDistillation
+
+        class GenKDLike(KnowledgeDistillation):
+            '''Another distillation strategy with the same default teacher.'''
+            name = "genkd_like"
+
+        @hookimpl
+        def kdbench_register_strategies(registry):
+            registry.add(GenKDLike)
+    """))
+    plugins = load_plugins([folder], allow=BUILTINS | {"genkd_like"}, use_env=False)
+    demo_data["strategies"] = [{"name": "mono"}, {"name": "kd"}, {"name": "genkd_like"}]
+    plan = build_plan(load_protocol(write_protocol(demo_data), plugins), plugins)
+    teachers = [j for j in plan.jobs if j.component == "multi"]
+    cells = {(j.n, j.seed) for j in plan.jobs}
+    assert len(teachers) == len(cells)  # one teacher Job per (N, seed), not one per student
+    for job in plan.jobs:
+        if job.component in ("kd", "genkd_like"):
+            (teacher,) = [t for t in teachers if (t.n, t.seed) == (job.n, job.seed)]
+            assert job.depends_on == {"teacher": teacher.id}
+    students = {j.component for j in plan.jobs if j.depends_on}
+    assert students == {"kd", "genkd_like"}

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import yaml
-from helpers import DEMO, ROOT
+from helpers import DEMO, ROOT, run_cli
 
 from kdbench.engine.execute import RunSettings
 from kdbench.plan import build_plan
@@ -78,9 +78,9 @@ def test_run_twice_does_no_work_the_second_time(grid, registry):
     assert [m.step for m in history] == [0, 1]
     artifacts = {a.path for a in tracker.client.list_artifacts(kd.info.run_id)}
     assert "per_case.csv" in artifacts
-    from kdbench.results import mean_dice_table
+    from kdbench.results import mean_dice_table, seed_dice
 
-    table = mean_dice_table(tracker)
+    table = mean_dice_table(seed_dice(tracker))
     assert sorted(table["strategy"]) == ["kd", "mono"]  # multi is only kd's teacher here
     assert set(table["N"]) == {6} and set(table["seeds"]) == {1}
     kd_row = table[table["strategy"] == "kd"].iloc[0]
@@ -88,6 +88,16 @@ def test_run_twice_does_no_work_the_second_time(grid, registry):
     second = run_protocol(settings, registry)
     assert second.todo == [] and len(second.skipped) == 3
     assert len(_complete_runs(grid, settings)[1]) == len(runs)  # no new run
+    # the CLI says so, and prints the means and kd's gain over mono (the protocol's baseline)
+    out = run_cli("run", str(settings.protocol_path), "--data-dir", str(settings.data_dir),
+                  "--runs-dir", str(settings.runs_dir), "--tracking-uri", settings.tracking_uri)
+    assert out.returncode == 0, out.stderr
+    assert "3 Jobs already complete, ran 0" in out.stdout
+    mono = next(r for r in complete if r.data.tags["kdbench.component"] == "mono")
+    gain = kd.data.metrics["test_dice_WT"] - mono.data.metrics["test_dice_WT"]
+    gain_rows = out.stdout.split("Gain over mono")[1]
+    assert f"{gain:+.3f}" in next(line for line in gain_rows.splitlines() if " kd " in line)
+    assert len(_complete_runs(grid, settings)[1]) == len(runs)
 
 
 def test_killed_run_finishes_with_one_complete_run_per_job(grid, registry):

@@ -83,21 +83,35 @@ def run(
 
 
 def _print_results(report) -> None:  # noqa: ANN001 - a RunReport
-    from rich.table import Table
-
-    from kdbench.results import REGIONS, mean_dice_table
+    from kdbench.results import gain_table, mean_dice_table, seed_dice
     from kdbench.tracking import Tracker
 
-    table = mean_dice_table(Tracker(report.plan, report.tracking_uri))
-    if table.empty:
+    per_seed = seed_dice(Tracker(report.plan, report.tracking_uri))
+    if per_seed.empty:
         return
-    view = Table(title="Mean test Dice over seeds and test cases (complete runs)")
-    for column in ("scenario", "strategy", "N", "seeds", *REGIONS):
-        view.add_column(column, justify="right" if column not in ("scenario", "strategy")
-                        else "left")
+    _print_table(mean_dice_table(per_seed), "seeds", "{:.3f}",
+                 "Mean test Dice over seeds and test cases (complete runs)")
+    baseline = report.plan.protocol.statistics.baseline
+    if baseline:
+        gains = gain_table(per_seed, baseline)
+        if not gains.empty:
+            _print_table(gains, "pairs", "{:+.3f}",
+                         f"Gain over {baseline} in test Dice, paired by seed "
+                         f"(mean of strategy − {baseline})")
+
+
+def _print_table(table, count: str, fmt: str, title: str) -> None:  # noqa: ANN001 - a DataFrame
+    from rich.table import Table
+
+    from kdbench.results import REGIONS
+
+    view = Table(title=title)
+    for column in ("scenario", "strategy", "N", count, *REGIONS):
+        view.add_column(column, justify="left" if column in ("scenario", "strategy")
+                        else "right")
     for row in table.itertuples(index=False):
-        view.add_row(row.scenario, row.strategy, str(row.N), str(row.seeds),
-                     *(f"{getattr(row, r):.3f}" for r in REGIONS))
+        view.add_row(row.scenario, row.strategy, str(row.N), str(getattr(row, count)),
+                     *(fmt.format(getattr(row, r)) for r in REGIONS))
     console.print(view)
 
 

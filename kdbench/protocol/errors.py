@@ -69,12 +69,15 @@ def describe_errors(
     """
     problems: list[str] = []
     seen: set[Loc] = set()
-    for item in error.errors():
-        rel: Loc = tuple(p for p in item["loc"] if _is_field_part(p))
+    items = error.errors()
+    places = [tuple(p for p in item["loc"] if _is_field_part(p)) for item in items]
+    for item, rel in zip(items, places, strict=True):
         loc = (*prefix, *rel)
         kind = item["type"]
         if loc in seen and kind != "extra_forbidden":
             continue  # one line per place: a union reports each member's failure
+        if kind == "too_short" and any(len(o) > len(rel) and o[:len(rel)] == rel for o in places):
+            continue  # a list left short because its items failed: the items say why
         seen.add(loc)
         if kind == "extra_forbidden":
             model = model_at(root, rel[:-1])

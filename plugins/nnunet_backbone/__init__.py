@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from kdbench import Backbone, BackboneOptions, hookimpl
 
@@ -38,6 +38,11 @@ class NnUNetOptions(BackboneOptions):
         None, description="Override of the planned patch size (tiny plans on CPU)."
     )
     batch_size: int | None = Field(None, ge=1, description="Override of the planned batch size.")
+    features_per_stage: tuple[PositiveInt, ...] | None = Field(
+        None,
+        description="Override of the planned feature maps per encoder stage (one per stage, as "
+        "in plans.json's arch_kwargs); narrower networks for CPU demos.",
+    )
     mirroring: bool = Field(True, description="Test-time mirroring in sliding-window inference.")
 
 

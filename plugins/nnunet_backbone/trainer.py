@@ -160,6 +160,12 @@ class KdbenchTrainer(nnUNetTrainer):
         """nnU-Net's validation step (supervised loss, pseudo-Dice) on the strategy's inputs."""
         return super().validation_step({**batch, "data": batch["data"][:, self._input_idx]})
 
+    def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
+        """nnU-Net's pseudo-Dice; a region absent from every validation patch (common with
+        tiny patches) gives NaN, as in nnU-Net, without numpy's divide-by-zero warning."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            super().on_validation_epoch_end(val_outputs)
+
     # -- the loop -------------------------------------------------------------------------------
 
     def on_train_epoch_start(self) -> None:

@@ -91,3 +91,63 @@ def test_binary_kl_hand_computed_2x2x2():
     assert float(binary_kl(student, teacher, 1.0)) == pytest.approx(0.1639067, abs=1e-6)
     # the T² factor: without it the T = 2 value would be a quarter
     assert float(binary_kl(student, teacher, 2.0)) / 4 == pytest.approx(0.0554720, abs=1e-6)
+
+
+def test_latent_terms_hand_computed():
+    """Bottlenecks of 1 sample, 2 channels, 2 voxels. Voxel A: student logits (0, 0), so
+    q = (1/2, 1/2); teacher (ln 3, 0), so p = (3/4, 1/4). Voxel B: both (5, -5).
+
+    KL(p || q) at A = 3/4 ln(3/2) + 1/4 ln(1/2) = 0.1308120, 0 at B: mean over voxels
+    0.0654060. MSE: one element of four differs, by ln 3: (ln 3)² / 4 = 0.3017372.
+    """
+    from kdbench_plugins.kd import latent_kl
+
+    student = torch.tensor([[[0.0, 5.0], [0.0, -5.0]]]).reshape(1, 2, 1, 1, 2)
+    teacher = torch.tensor([[[np.log(3.0), 5.0], [0.0, -5.0]]]).reshape(1, 2, 1, 1, 2)
+    assert float(latent_kl(student, teacher)) == pytest.approx(0.0654060, abs=1e-6)
+    kd = KnowledgeDistillation({"kd_weight": 0.0, "temperature": 1.0, "latent_weight": 1.0,
+                                "latent_loss": "mse"}, ModalityPlan(MODALITIES, (("t1ce",),)))
+    assert float(kd._latent(student, teacher)) == pytest.approx(0.3017372, abs=1e-6)
+
+
+class TinyUNet(torch.nn.Module):
+    """An encoder (whose last output is the bottleneck) and a 1×1 head, like nnU-Net's."""
+
+    def __init__(self, in_channels):
+        super().__init__()
+        self.encoder = torch.nn.Conv3d(in_channels, 2, 1)
+        self.head = torch.nn.Conv3d(2, 3, 1)
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+def test_latent_term_is_added_with_its_weight_from_both_bottlenecks():
+    torch.manual_seed(0)
+    teacher = TinyUNet(4).eval()
+    context = BuildContext(network=lambda c, deep_supervision=True: TinyUNet(c),
+                           supervised_loss=lambda o, t: torch.tensor(0.5), num_outputs=3,
+                           device="cpu", teacher=teacher, teacher_modalities=MODALITIES)
+    kd = KnowledgeDistillation({"kd_weight": 0.1, "temperature": 2.0, "latent_weight": 0.3,
+                                "latent_loss": "kl"}, ModalityPlan(MODALITIES, (("t1ce",),)))
+    student = kd.build(context)
+    x = torch.randn(2, 4, 3, 3, 3)
+    terms = kd.training_loss(student(x[:, [1]]), StepBatch(x[:, [1]], x, None, MODALITIES),
+                             context)
+    with torch.no_grad():
+        s_bottleneck, t_bottleneck = student.encoder(x[:, [1]]), teacher.encoder(x)
+        expected_latent = latent_kl_reference(s_bottleneck, t_bottleneck)
+        expected_kd = binary_kl(student(x[:, [1]]), teacher(x), 2.0)
+    value = {k: float(v.detach()) for k, v in terms.items()}
+    assert value["latent"] == pytest.approx(expected_latent, rel=1e-5)
+    assert value["loss"] == pytest.approx(0.5 + 0.1 * float(expected_kd) + 0.3 * expected_latent,
+                                          rel=1e-5)
+
+
+def latent_kl_reference(student, teacher):
+    """scipy's relative entropy over the channel axis, averaged over batch and voxels."""
+    from scipy.special import softmax
+
+    p = softmax(teacher.numpy().astype(np.float64), axis=1)
+    q = softmax(student.numpy().astype(np.float64), axis=1)
+    return float(rel_entr(p, q).sum(axis=1).mean())

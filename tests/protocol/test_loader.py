@@ -123,7 +123,8 @@ def test_missing_fields_and_schema_version(registry, demo_data, write_protocol):
 def test_semantic_rules(registry, demo_data, write_protocol):
     demo_data["strategies"][2]["hparams"] = "tuned"
     demo_data["strategies"].append({"name": "mono"})
-    demo_data["scenarios"][1] = {"name": "x", "training": ["t1", "t1ce"], "available": ["flair"]}
+    demo_data["scenarios"].append({"name": "x", "training": ["t1", "t1ce"],
+                                   "available": ["flair"]})
     text = "\n".join(_problems(registry, write_protocol, demo_data))
     assert "available modalities ['flair'] are not among the training modalities" in text
     demo_data["scenarios"][1]["training"].append("flair")

@@ -127,3 +127,25 @@ def test_killed_training_resumes_to_the_same_final_state(prepared_phantom, regis
     # the whole loss curve, epochs before the kill included (restored from the checkpoint)
     losses = [[float(x) for x in r.history["train_losses"]] for r in (whole, resumed)]
     assert losses[0] == losses[1] and len(losses[0]) == 4
+
+
+def test_paired_batch_gives_each_tile_its_own_output():
+    """A batch of one goes through as two copies; the output is the network's own for it (the
+    same up to the kernel's rounding), deep-supervision lists included."""
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    from kdbench_plugins.nnunet_backbone.engine import PairedBatchOnCpu
+
+    torch.manual_seed(0)
+    net = PlainConvUNet(2, 2, (8, 16), torch.nn.Conv3d, 3, (1, 2), 2, 3, (2,), True,
+                        torch.nn.InstanceNorm3d, {"eps": 1e-5, "affine": True}, None, None,
+                        torch.nn.LeakyReLU, {"inplace": True}, deep_supervision=True).eval()
+    x = torch.randn(1, 2, 8, 8, 8)
+    with torch.inference_mode():
+        alone, paired = net(x), PairedBatchOnCpu(net)(x)
+        assert isinstance(paired, list) and len(paired) == len(alone)
+        for a, p in zip(alone, paired, strict=True):
+            assert p.shape == a.shape
+            torch.testing.assert_close(p, a, rtol=1e-4, atol=1e-4)
+        two = torch.randn(2, 2, 8, 8, 8)  # larger batches pass through untouched
+        torch.testing.assert_close(PairedBatchOnCpu(net)(two)[0], net(two)[0])

@@ -65,3 +65,27 @@ def test_resenc_planners(prepared_phantom, tmp_path, planner, expected):
     assert type(network).__name__ == "ResidualEncoderUNet"
     first = next(m for m in network.modules() if isinstance(m, torch.nn.Conv3d))
     assert first.in_channels == 1
+
+
+def test_protocol_overrides_of_patch_batch_and_features(prepared_phantom):
+    """The CPU-demo overrides land in the plans the network is built from."""
+    from kdbench.errors import KdbenchError
+
+    base, _, configuration = load_plans(prepared_phantom, NnUNetOptions())
+    stages = base["configurations"][configuration]["architecture"]["arch_kwargs"]["n_stages"]
+    features = tuple(8 * 2**i for i in range(stages))
+    strides = base["configurations"][configuration]["architecture"]["arch_kwargs"]["strides"]
+    total = [int(torch.tensor([s[a] for s in strides]).prod()) for a in range(3)]
+    patch = tuple(2 * t for t in total)
+    options = NnUNetOptions(patch_size=patch, batch_size=3, features_per_stage=features)
+    plans, dataset_json, configuration = load_plans(prepared_phantom, options)
+    config = plans["configurations"][configuration]
+    assert config["patch_size"] == list(patch) and config["batch_size"] == 3
+    network = _build(plans, dataset_json, configuration, 1)
+    first_conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv3d))
+    assert first_conv.out_channels == features[0]
+    assert network(torch.zeros(1, 1, *patch))[0].shape == (1, 3, *patch)
+    with pytest.raises(KdbenchError, match=f"has 2 values but the planned network has {stages}"):
+        load_plans(prepared_phantom, NnUNetOptions(features_per_stage=(8, 16)))
+    with pytest.raises(KdbenchError, match="must be divisible by the network's total stride"):
+        load_plans(prepared_phantom, NnUNetOptions(patch_size=tuple(t + 1 for t in total)))
