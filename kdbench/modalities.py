@@ -58,3 +58,8 @@ def all_combinations(pool: Iterable[str] = MODALITIES) -> list[tuple[str, ...]]:
 def label(subset: Iterable[str]) -> str:
     """A short, file-name-safe label for a subset, e.g. ``t1ce+flair``."""
     return "+".join(normalize(subset))
+
+
+def metric_suffix(subset: Iterable[str]) -> str:
+    """The subset as MLflow metric names allow it (no ``+``), e.g. ``t1ce-flair``."""
+    return "-".join(normalize(subset))

@@ -9,7 +9,9 @@ from kdbench.results import gain_table, mean_dice_table
 
 
 def _frame(rows):
-    return pd.DataFrame(rows, columns=["scenario", "strategy", "N", "seed", "WT", "TC", "ET"])
+    rows = [(r[0], "t1ce", *r[1:]) for r in rows]
+    return pd.DataFrame(rows, columns=["scenario", "subset", "strategy", "N", "seed", "WT", "TC",
+                                       "ET"])
 
 
 def test_means_and_paired_gains_by_hand():

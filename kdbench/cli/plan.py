@@ -35,4 +35,5 @@ def plan(
             table.add_row(str(index), job.id, job.kind, job.component, str(job.n),
                           str(job.seed), modality_summary(job), needs or "-")
     console.print(table)
-    console.print(f"{len(result.jobs)} jobs in {len(waves)} waves")
+    plural = "" if len(waves) == 1 else "s"
+    console.print(f"{len(result.jobs)} jobs in {len(waves)} wave{plural}")

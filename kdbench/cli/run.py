@@ -101,17 +101,20 @@ def _print_results(report) -> None:  # noqa: ANN001 - a RunReport
 
 
 def _print_table(table, count: str, fmt: str, title: str) -> None:  # noqa: ANN001 - a DataFrame
+    import pandas as pd
     from rich.table import Table
 
     from kdbench.results import REGIONS
 
     view = Table(title=title)
-    for column in ("scenario", "strategy", "N", count, *REGIONS):
-        view.add_column(column, justify="left" if column in ("scenario", "strategy")
+    for column in ("scenario", "subset", "strategy", "N", count, *REGIONS):
+        view.add_column(column, justify="left" if column in ("scenario", "subset", "strategy")
                         else "right")
     for row in table.itertuples(index=False):
-        view.add_row(row.scenario, row.strategy, str(row.N), str(getattr(row, count)),
-                     *(fmt.format(getattr(row, r)) for r in REGIONS))
+        view.add_row(row.scenario, row.subset, row.strategy, str(row.N),
+                     str(getattr(row, count)),
+                     *("-" if pd.isna(getattr(row, r)) else fmt.format(getattr(row, r))
+                       for r in REGIONS))
     console.print(view)
 
 

@@ -44,7 +44,7 @@ def test_five_faults_give_five_distinct_located_messages(registry, demo_data, wr
                        "seeds[1] (line {line}): Input should be a valid integer", "- one"),
         "unknown plugin": (lambda d: d["strategies"][2].update(name="kdd"),
                            "strategies[2].name (line {line}): unknown strategy 'kdd' "
-                           "(registered: kd, mono, multi); did you mean 'kd'?", "- name: kdd"),
+                           "(registered: hemis, kd, mono, multi, uhved); did you mean 'kd'?", "- name: kdd"),
         "N above pool": (lambda d: d.update(training_sizes=[4, 8, 40]),
                          "training_sizes[2] (line {line}): N=40 is larger than the training pool "
                          "of 16 cases (24 in the dataset minus 8 for testing)", "- 40"),
@@ -143,3 +143,26 @@ def test_unknown_teacher(registry, demo_data, write_protocol):
     demo_data["strategies"][2]["teacher"] = "sam_med3d"
     text = "\n".join(_problems(registry, write_protocol, demo_data))
     assert "strategies[2].teacher" in text and "unknown teacher 'sam_med3d'" in text
+
+
+def test_all_combinations_protocol_plans_15_coordinates(registry):
+    from kdbench.modalities import all_combinations
+    from kdbench.plan import build_plan
+
+    p = load_protocol(ROOT / "protocols" / "brats2021_all_combinations.yaml", registry)
+    assert [s.key for s in p.strategies] == ["mono", "multi", "hemis", "uhved"]
+    plan = build_plan(p, registry)
+    fifteen = all_combinations(("t1", "t1ce", "t2", "flair"))
+    assert len(fifteen) == 15
+    for n in p.training_sizes:
+        for seed in p.seeds:
+            jobs = [j for j in plan.jobs if (j.n, j.seed) == (n, seed)]
+            for name in ("hemis", "uhved"):
+                (job,) = [j for j in jobs if j.component == name]  # one model ...
+                assert sorted(job.modalities.evaluate) == sorted(fifteen)  # ... 15 coordinates
+                assert job.modalities.training == ("t1", "t1ce", "t2", "flair")
+            mono = [j for j in jobs if j.component == "mono"]
+            assert sorted(j.modalities.evaluate[0] for j in mono) == sorted(fifteen)
+            assert all(j.modalities.training == j.modalities.evaluate[0] for j in mono)
+            assert len([j for j in jobs if j.component == "multi"]) == 1
+    assert len(plan.jobs) == 2 * 3 * (15 + 1 + 1 + 1)

@@ -1,0 +1,93 @@
+"""The ``hemis`` and ``uhved`` strategies: one model for every subset of modalities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kdbench import HParam, ModalityPlan, Strategy
+from kdbench.components.strategy import BuildContext, StepBatch
+
+
+class HeteroModal(Strategy):
+    """A model trained once on every training modality, with modality dropout, and scored on
+    each available subset (all 15 under the ``all`` scenario)."""
+
+    @classmethod
+    def modality_plans(
+        cls, training: tuple[str, ...], available: Sequence[tuple[str, ...]]
+    ) -> list[ModalityPlan]:
+        """One Job per scenario, scored on every available subset."""
+        return [ModalityPlan(training=training, evaluate=tuple(available))]
+
+    def input_modalities(self) -> tuple[str, ...]:
+        """Every training modality, even when the scenario scores one subset."""
+        return self.plan.training
+
+    def inference_model(self, model: Any, available: tuple[str, ...]) -> Any:
+        """The model through the subset ``available`` (its encoders only)."""
+        from kdbench_plugins.hetero_modal.networks import SubsetView
+
+        order = self.plan.training
+        missing = [m for m in available if m not in order]
+        if missing:
+            raise ValueError(f"{self.name} was trained on {list(order)}, not on {missing}")
+        return SubsetView(model, [order.index(m) for m in available])
+
+
+class HeMIS(HeteroModal):
+    """U-HeMIS (Havaei et al., MICCAI 2016, U-Net form of Dorent et al., 2019) on nnU-Net
+    blocks: per-modality encoders, mean and variance fusion at every skip, one decoder."""
+
+    name = "hemis"
+    version = "1"
+
+    def build(self, context: BuildContext) -> Any:
+        from kdbench_plugins.hetero_modal.networks import HeMISNet
+
+        return HeMISNet(context, self.input_modalities())
+
+
+class UHVED(HeteroModal):
+    """U-HVED (Dorent et al., MICCAI 2019) on nnU-Net blocks: Gaussian latents per modality and
+    scale, product-of-Gaussians fusion with a prior expert, segmentation and reconstruction."""
+
+    name = "uhved"
+    version = "1"
+    hparams = {
+        "kl_weight": HParam(
+            0.1, low=0.01, high=1.0, log=True,
+            help="weight of the KL terms (inter-posterior + prior, averaged over scales)",
+            source="U-HVED (ReubenDo/U-HVED, extensions/u_hved/application.py): 0.1",
+        ),
+        "reconstruction_weight": HParam(
+            0.1, low=0.01, high=1.0, log=True,
+            help="weight of the mean squared reconstruction error of every modality",
+            source="U-HVED (ReubenDo/U-HVED, extensions/u_hved/application.py): 0.1",
+        ),
+    }
+
+    def build(self, context: BuildContext) -> Any:
+        from kdbench_plugins.hetero_modal.networks import UHVEDNet
+
+        return UHVEDNet(context, self.input_modalities())
+
+    def training_loss(self, outputs: Any, batch: StepBatch, context: BuildContext
+                      ) -> dict[str, Any]:
+        """nnU-Net's segmentation loss + kl_weight * KL + reconstruction_weight * MSE."""
+        import torch.nn.functional as F
+
+        from kdbench_plugins.hetero_modal.fusion import hved_kl
+
+        supervised = context.supervised_loss(outputs.segmentation, batch.target)
+        inter = prior = 0.0
+        for mu, logvar in outputs.posteriors:
+            scale_inter, scale_prior = hved_kl(mu, logvar, outputs.mask)
+            inter, prior = inter + scale_inter, prior + scale_prior
+        scales = len(outputs.posteriors)
+        inter, prior = inter / scales, prior / scales
+        reconstruction = F.mse_loss(outputs.reconstruction.float(), batch.inputs.float())
+        loss = (supervised + self.hparams["kl_weight"] * (inter + prior)
+                + self.hparams["reconstruction_weight"] * reconstruction)
+        return {"loss": loss, "supervised": supervised, "kl_inter": inter, "kl_prior": prior,
+                "reconstruction": reconstruction}
