@@ -7,8 +7,8 @@ The skips of every scale are fused over the modalities present, and a decoder bu
 per stage, deep-supervision heads, nnU-Net's He initialisation) maps them to the region logits.
 
 * :class:`HeMISNet` fuses by mean and variance (2C channels per scale).
-* :class:`UHVEDNet` reads each encoder's C channels as a Gaussian (C/2 means, C/2
-  log-variances), fuses by a product of Gaussians with a standard-normal prior, samples in
+* :class:`UHVEDNet` maps each encoder's C channels by a linear 1x1x1 convolution to a Gaussian
+  (C/2 means, C/2 log-variances), fuses by a product of Gaussians with a standard-normal prior, samples in
   training and takes the mean in eval mode; a second decoder reconstructs every modality.
 
 In training mode each sample draws its own subset of modalities (modality dropout); in eval mode
@@ -135,6 +135,13 @@ class UHVEDNet(HeteroModalNet):
             raise ValueError(f"U-HVED splits each encoder stage's features into means and "
                              f"log-variances: they must be even, got {self.encoder_channels}")
         latent = [c // 2 for c in self.encoder_channels]
+        # nnU-Net's stages end in a nonlinearity (features >= -0.01 x): a linear 1x1x1
+        # convolution per modality and scale gives unconstrained means and log-variances (the
+        # reference's blocks end in a convolution)
+        conv = self.encoders[0].conv_op
+        self.gaussian_heads = nn.ModuleList(
+            nn.ModuleList(conv(c, c, 1) for c in self.encoder_channels)
+            for _ in self.modalities)
         self.decoder = build_decoder(self.encoders[0], latent, self.num_outputs,
                                      self.decoder_convs, True)
         self.reconstruction = build_decoder(self.encoders[0], latent, len(self.modalities),
@@ -146,6 +153,8 @@ class UHVEDNet(HeteroModalNet):
         needed = (range(len(self.modalities)) if self.training
                   else [m for m in range(len(self.modalities)) if bool(mask[m].any())])
         skips = self.encode(x, present, needed)
+        skips = [None if s is None else [head(f) for head, f in zip(heads, s, strict=True)]
+                 for heads, s in zip(self.gaussian_heads, skips, strict=True)]
         posteriors, latents = [], []
         for scale, channels in enumerate(self.encoder_channels):
             stacked = self.stacked(skips, scale)

@@ -86,6 +86,8 @@ def test_training_mode_draws_subsets_and_uhved_returns_its_terms():
     assert len(out.posteriors) == 3
     mu, logvar = out.posteriors[0]
     assert mu.shape == logvar.shape == (4, 3, 2, *PATCH)  # 4 features: 2 means, 2 log-variances
+    # linear heads: means and log-variances of either sign (not a LeakyReLU's output)
+    assert bool((logvar < -0.5).any()) and bool((mu < -0.5).any())
     hemis = HeMIS({}, ALL).build(CONTEXT).train()
     assert isinstance(hemis(torch.randn(2, 4, *PATCH)), list)
 
