@@ -8,8 +8,9 @@ per stage, deep-supervision heads, nnU-Net's He initialisation) maps them to the
 
 * :class:`HeMISNet` fuses by mean and variance (2C channels per scale).
 * :class:`UHVEDNet` maps each encoder's C channels by a linear 1x1x1 convolution to a Gaussian
-  (C/2 means, C/2 log-variances), fuses by a product of Gaussians with a standard-normal prior, samples in
-  training and takes the mean in eval mode; a second decoder reconstructs every modality.
+  (C/2 means, C/2 log-variances), fuses by a product of Gaussians with a standard-normal prior,
+  samples in training and takes the mean in eval mode; a second decoder reconstructs every
+  modality.
 
 In training mode each sample draws its own subset of modalities (modality dropout); in eval mode
 the modalities are the ones given (``present``), all by default. ``forward(x, present)``: ``x``
