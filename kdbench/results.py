@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from kdbench.modalities import label, metric_suffix
-from kdbench.tracking import COMPLETE, JOB_ID, STATUS, Tracker
+from kdbench.modalities import label
+from kdbench.tracking import COMPLETE, JOB_ID, STATUS, Tracker, summary_metric_key
 
 REGIONS = ("WT", "TC", "ET")
 KEYS = ["scenario", "subset", "strategy", "N"]
@@ -47,14 +47,14 @@ def seed_dice(tracker: Tracker) -> pd.DataFrame:
                 continue
             name, _, scenario = role.removeprefix("strategy ").partition(" @ ")
             for subset in evaluated:
-                suffix = f"_{metric_suffix(subset)}" if len(evaluated) > 1 else ""
+                scored = subset if len(evaluated) > 1 else None
                 shown = subset
                 if len(evaluated) == 1 and len(scenarios.get(scenario, ())) == 1:
                     shown = scenarios[scenario][0]
                 row = {"scenario": scenario, "subset": label(shown), "strategy": name,
                        "N": job.n, "seed": job.seed}
                 for region in REGIONS:
-                    row[region] = metrics.get(f"test_dice_{region}{suffix}")
+                    row[region] = metrics.get(summary_metric_key("dice", region, scored))
                 rows.append(row)
     return pd.DataFrame(rows, columns=[*KEYS, "seed", *REGIONS])
 

@@ -48,7 +48,8 @@ def latent_kl(student: Any, teacher: Any) -> Any:
 
     log_student = F.log_softmax(student.float(), dim=1)
     log_teacher = F.log_softmax(teacher.float(), dim=1)
-    return (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1).mean()
+    pointwise = F.kl_div(log_student, log_teacher, log_target=True, reduction="none")
+    return pointwise.sum(dim=1).mean()
 
 
 class KnowledgeDistillation(Strategy):

@@ -17,9 +17,10 @@ from typing import Any
 from kdbench.engine.job import job_dir, run_job
 from kdbench.engine.requests import EpochReport
 from kdbench.errors import KdbenchError
-from kdbench.modalities import label, metric_suffix
+from kdbench.modalities import label
 from kdbench.plan import Job, Plan
 from kdbench.registry import Registry
+from kdbench.tracking import summary_metric_key
 
 
 @dataclass
@@ -89,10 +90,10 @@ def score_job(result: Any, job: Job, data: Any, registry: Registry, metric_names
     per_case = pd.concat(tables, ignore_index=True)
     summary = {}
     several = len(job.modalities.evaluate) > 1
-    suffixes = {label(s): metric_suffix(s) for s in job.modalities.evaluate}
+    subsets = {label(s): s for s in job.modalities.evaluate}
     for (subset, region, metric), values in per_case.groupby(["subset", "region", "metric"])[
             "value"]:
-        key = f"test_{metric}_{region}" + (f"_{suffixes[subset]}" if several else "")
+        key = summary_metric_key(metric, region, subsets[subset] if several else None)
         summary[key] = float(values.mean())
     return per_case, summary
 

@@ -35,6 +35,24 @@ def mean_variance(features: Any, mask: Any) -> Any:
         return torch.cat([mean, variance], dim=1)
 
 
+def _experts(mu: Any, logvar: Any) -> tuple[Any, Any]:
+    """Each modality's precision ``1/var`` (log-variance clipped) and ``mu/var``, float32."""
+    import torch
+
+    precision = torch.exp(-logvar.float().clamp(-LOGVAR_CLIP, LOGVAR_CLIP))
+    return precision, precision * mu.float()
+
+
+def _product(precision_m: Any, weighted_m: Any, weights: Any, prior: bool) -> tuple[Any, Any]:
+    """``(mu, logvar)`` of the product of the experts weighted by ``weights`` (0/1)."""
+    import torch
+
+    precision = (weights * precision_m).sum(0)
+    if prior:
+        precision = precision + 1.0
+    return (weights * weighted_m).sum(0) / precision, -torch.log(precision)
+
+
 def product_of_gaussians(mu: Any, logvar: Any, mask: Any, prior: bool = True
                          ) -> tuple[Any, Any]:
     """U-HVED fusion: the product of the present modalities' Gaussians ``N(mu_m, exp(logvar_m))``
@@ -48,13 +66,7 @@ def product_of_gaussians(mu: Any, logvar: Any, mask: Any, prior: bool = True
     import torch
 
     with torch.autocast(mu.device.type, enabled=False):
-        w = _weights(mask, mu)
-        precision_m = torch.exp(-logvar.float().clamp(-LOGVAR_CLIP, LOGVAR_CLIP))
-        precision = (w * precision_m).sum(0)
-        weighted = (w * precision_m * mu.float()).sum(0)
-        if prior:
-            precision = precision + 1.0
-        return weighted / precision, -torch.log(precision)
+        return _product(*_experts(mu, logvar), _weights(mask, mu), prior)
 
 
 def gaussian_kl(mu_1: Any, logvar_1: Any, mu_2: Any, logvar_2: Any) -> Any:
@@ -86,16 +98,18 @@ def hved_kl(mu: Any, logvar: Any, mask: Any) -> tuple[Any, Any]:
     import torch
 
     m = mu.shape[0]
-    full_mu, full_logvar = product_of_gaussians(mu, logvar, mask)
-    subsets = all_subsets(m)
-    inter = prior = 0.0
-    zeros = torch.zeros_like(full_mu)
-    for subset in subsets:
-        sub_mask = torch.zeros_like(mask, dtype=torch.float32)
-        sub_mask[list(subset)] = 1.0
-        sub_mu, sub_logvar = product_of_gaussians(mu, logvar, sub_mask)
-        inter = inter + gaussian_kl(full_mu, full_logvar, sub_mu, sub_logvar)
-        prior = prior + gaussian_kl(sub_mu, sub_logvar, zeros, zeros)
+    with torch.autocast(mu.device.type, enabled=False):
+        precision_m, weighted_m = _experts(mu, logvar)
+        full_mu, full_logvar = _product(precision_m, weighted_m, _weights(mask, mu), True)
+        subsets = all_subsets(m)
+        inter = prior = 0.0
+        zeros = torch.zeros_like(full_mu)
+        for subset in subsets:
+            chosen = torch.zeros(m, *([1] * (mu.dim() - 1)), device=mu.device)
+            chosen[list(subset)] = 1.0
+            sub_mu, sub_logvar = _product(precision_m, weighted_m, chosen, True)
+            inter = inter + gaussian_kl(full_mu, full_logvar, sub_mu, sub_logvar)
+            prior = prior + gaussian_kl(sub_mu, sub_logvar, zeros, zeros)
     return inter / max(len(subsets) - 1, 1), prior / len(subsets)
 
 
