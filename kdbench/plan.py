@@ -167,21 +167,42 @@ class _Builder:
         reg = self.registry
         cls = reg.strategies.get(spec.name)
         where = f"{spec.key} @ {scenario.name}"
-        deps: dict[str, str] = {}
-        for role, category in (("teacher", "teachers"), ("generator", "generators")):
-            if role not in cls.requires:
-                continue
-            dep_cls = reg.categories[category].get(
-                getattr(spec, role) or getattr(cls, f"default_{role}")
-            )
-            plan = getattr(dep_cls, f"{role}_plan")(scenario.training)
-            dep_hparams = dep_cls.resolve_hparams(getattr(spec, f"{role}_hparams"))
-            deps[role] = self.add(dep_cls, dep_hparams, n, seed, plan, {}, f"{role} of {where}")
         hparams = (
             self._tuned(n) if spec.hparams == "tuned" else cls.resolve_hparams(spec.hparams)
         )
+        teacher = None
+        if "teacher" in cls.requires:
+            teacher = self._teacher(spec.teacher or cls.default_teacher, spec.teacher_hparams,
+                                    scenario, n, seed, f"teacher of {where}")
         for plan in cls.modality_plans(scenario.training, scenario.subsets()):
+            deps = {"teacher": teacher} if teacher else {}
+            if "generator" in cls.requires:
+                deps["generator"] = self._generator(spec, cls, plan, scenario, n, seed, teacher,
+                                                    where)
             self.add(cls, hparams, n, seed, plan, deps, f"strategy {where}")
+
+    def _teacher(self, name: str, overrides: dict[str, Any], scenario: ScenarioSpec, n: int,
+                 seed: int, role: str) -> str:
+        cls = self.registry.teachers.get(name)
+        return self.add(cls, cls.resolve_hparams(overrides), n, seed,
+                        cls.teacher_plan(scenario.training), {}, role)
+
+    def _generator(self, spec: StrategySpec, strategy: type[Component], plan: ModalityPlan,
+                   scenario: ScenarioSpec, n: int, seed: int, teacher: str | None,
+                   where: str) -> str:
+        """The generator Job reading the plan's subset; its scoring segmenter is the strategy's
+        teacher, or the generator's own ``scoring_teacher`` with default settings."""
+        cls = self.registry.generators.get(spec.generator or strategy.default_generator)
+        if len(plan.evaluate) != 1:
+            raise ValueError(f"{spec.key}: a strategy with a generator must train one model per "
+                             f"available subset, got {len(plan.evaluate)} subsets in one Job")
+        name = f"generator {cls.name} of {where}"
+        if teacher is None:
+            teacher = self._teacher(cls.scoring_teacher, {}, scenario, n, seed,
+                                    f"teacher of {name}")
+        return self.add(cls, cls.resolve_hparams(spec.generator_hparams), n, seed,
+                        cls.generator_plan(scenario.training, plan.evaluate[0]),
+                        {"teacher": teacher}, f"generator of {where}")
 
 
 def build_plan(protocol: Protocol, registry: Registry) -> Plan:

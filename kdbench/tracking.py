@@ -117,9 +117,10 @@ class Tracker:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def start(self, job: Job, *, split_hash: str, teacher_run: str | None) -> str:
-        """A new run for ``job``, tagged with its grid coordinates; earlier incomplete runs of
-        the same Job are marked KILLED (they never counted)."""
+    def start(self, job: Job, *, split_hash: str, dependency_runs: Mapping[str, str]) -> str:
+        """A new run for ``job``, tagged with its grid coordinates and the runs of the Jobs it
+        depends on (role -> run id); earlier incomplete runs of the same Job are marked KILLED
+        (they never counted)."""
         from mlflow.entities import Param, RunTag
 
         for old in self._runs(job):
@@ -142,9 +143,9 @@ class Tracker:
             "kdbench.version": __version__,
             "kdbench.git_commit": git_commit(),
         }
-        if teacher_run:
-            tags["kdbench.teacher_run_id"] = teacher_run
-            tags["kdbench.teacher_job_id"] = job.depends_on["teacher"]
+        for role, dep_run in sorted(dependency_runs.items()):
+            tags[f"kdbench.{role}_run_id"] = dep_run
+            tags[f"kdbench.{role}_job_id"] = job.depends_on[role]
         run = self.client.create_run(self.experiment_id, run_name=f"{job.component}-N{job.n}"
                                      f"-s{job.seed}-{job.id[:8]}", tags=tags)
         params: dict[str, str] = {}

@@ -41,6 +41,22 @@ def binary_kl(student_logits: Any, teacher_logits: Any, temperature: float) -> A
     return (positive + negative).mean() * temperature**2
 
 
+def binary_kl_to(student_logits: Any, teacher_probs: Any, temperature: float,
+                 weight: Any = None) -> Any:
+    """:func:`binary_kl` against tempered teacher *probabilities* (e.g. an average over
+    samples), each voxel's term multiplied by ``weight`` (broadcast) before the mean."""
+    import torch.nn.functional as F
+
+    eps = 1e-6
+    s = student_logits.float() / temperature
+    p_t = teacher_probs.float().clamp(eps, 1 - eps)
+    kl = (p_t * (p_t.log() - F.logsigmoid(s))
+          + (1 - p_t) * ((1 - p_t).log() - F.logsigmoid(-s)))
+    if weight is not None:
+        kl = kl * weight
+    return kl.mean() * temperature**2
+
+
 def latent_kl(student: Any, teacher: Any) -> Any:
     """KL(teacher || student) between the softmax distributions over the channels of each
     bottleneck voxel, summed over channels, averaged over batch and voxels."""

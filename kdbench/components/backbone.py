@@ -98,3 +98,11 @@ class Backbone(Component):
         """Predict ``case_ids`` from the channels of ``available`` with the backbone's inference
         and write each as a NIfTI file in the source release's geometry and label values."""
         raise NotImplementedError(f"backbone {self.name!r} cannot predict")
+
+    def synthesise(self, trained: TrainedModel, dataset: Any, options: BackboneOptions,
+                   case_ids: Sequence[str], device: str = "cpu") -> Any:
+        """For a finished generator Job: an iterator of ``(case_id, synthesised, real, mask)``
+        per case, the generator's point estimate of its missing channels, the real ones and
+        the brain mask, as arrays in the backbone's preprocessed space (what the generator
+        was trained on), for :mod:`kdbench.metrics.synthesis`."""
+        raise NotImplementedError(f"backbone {self.name!r} cannot synthesise")

@@ -2,14 +2,68 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, ClassVar
+
 from kdbench.components.base import Component
 from kdbench.components.strategy import Modalities, ModalityPlan
 
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
 
 class Generator(Component):
-    """A generative model trained as a Job per (N, seed), shared by every strategy using it."""
+    """A generative model trained as a Job per (N, seed) and available subset, shared by every
+    strategy that uses it (synthesis-then-segment, generative distillation).
+
+    A generator Job trains on the (N, seed) training subset to synthesise, from the modalities
+    of its plan's one evaluated subset (the *available* ones), every other training modality
+    (the *missing* ones). It is scored on the test set by the image quality of what it
+    synthesises (MAE, PSNR, SSIM inside the brain mask) and by the Dice of a frozen multi-modal
+    segmenter fed the completed input, against the same segmenter on real input (ΔDice): that
+    segmenter is the Job's ``teacher`` dependency (``scoring_teacher`` unless the strategy that
+    needs the generator names its own teacher).
+
+    A class that is also a :class:`kdbench.Strategy` is trained by the backbone's engine like
+    any Job; consumers call :meth:`synthesise`, :meth:`sample` and :meth:`complete` on the
+    frozen trained model.
+    """
+
+    scoring_teacher: ClassVar[str] = "multi"
 
     @classmethod
-    def generator_plan(cls, training: Modalities) -> ModalityPlan:
-        """A generator learns from every training modality and is not segmentation-scored."""
-        return ModalityPlan(training=training, evaluate=())
+    def generator_plan(cls, training: Modalities, available: Modalities) -> ModalityPlan:
+        """Trains on every training modality; reads ``available`` (its one evaluated subset)."""
+        return ModalityPlan(training=training, evaluate=(available,))
+
+    @property
+    def available(self) -> Modalities:
+        """The modalities the generator reads."""
+        return self.plan.evaluate[0]  # type: ignore[attr-defined]
+
+    @property
+    def missing(self) -> Modalities:
+        """The modalities it synthesises, in channel order."""
+        return tuple(m for m in self.plan.training if m not in self.available)  # type: ignore[attr-defined]
+
+    def synthesise(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        """The point estimate of the missing channels from the available ones (no sampling)."""
+        raise NotImplementedError
+
+    def sample(self, model: nn.Module, inputs: Tensor, samples: int) -> list[Tensor]:
+        """``samples`` stochastic draws of the missing channels (the point estimate repeated
+        for a deterministic generator)."""
+        return [self.synthesise(model, inputs)] * samples
+
+    def complete(self, available: Tensor, missing: Tensor) -> Tensor:
+        """Every training channel in channel order: ``available`` real, ``missing`` synthesised."""
+        import torch
+
+        parts: list[Any] = []
+        for modality in self.plan.training:  # type: ignore[attr-defined]
+            if modality in self.available:
+                i = self.available.index(modality)
+                parts.append(available[:, i:i + 1])
+            else:
+                i = self.missing.index(modality)
+                parts.append(missing[:, i:i + 1].to(available.dtype))
+        return torch.cat(parts, dim=1)

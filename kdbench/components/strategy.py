@@ -40,9 +40,11 @@ class BuildContext:
     """What the backbone gives a strategy to build its networks and losses.
 
     Attributes:
-        network: ``network(in_channels, deep_supervision=True) -> nn.Module``: a backbone
-            network from the plans (nnU-Net's PlainConvUNet or ResEnc), for any number of input
-            channels, with the backbone's outputs (region logits for WT, TC, ET).
+        network: ``network(in_channels, deep_supervision=True, out_channels=None, dropout=0.0)
+            -> nn.Module``: a backbone network from the plans (nnU-Net's PlainConvUNet or
+            ResEnc), for any number of input channels, with the backbone's outputs (region
+            logits for WT, TC, ET) unless ``out_channels`` asks for another number (a
+            generator's images); ``dropout`` adds channel dropout to every convolution block.
         supervised_loss: the backbone's loss (nnU-Net: Dice + BCE on the deep-supervision
             outputs): ``supervised_loss(outputs, target) -> Tensor``.
         num_outputs: number of output channels (3 regions).
@@ -50,6 +52,16 @@ class BuildContext:
         teacher: the frozen teacher (eval mode, on the device) when the strategy requires one;
             it reads :attr:`teacher_modalities`.
         teacher_modalities: the channels the teacher reads.
+        generator: the frozen generator model (eval mode, on the device) when the strategy
+            requires one; :attr:`dependencies` ``["generator"]`` knows how to use it.
+        dependencies: role (``teacher``, ``generator``) -> the component instance of the Job
+            this one depends on (its hyper-parameters and modalities). Given at training and
+            when a finished model is loaded again, so that ``build`` can rebuild a model that
+            contains its dependencies' architectures.
+        patch_size: the training patch size (nnU-Net's plans, or the protocol's override).
+        for_training: ``True`` when the model is built to be trained (initial weights matter:
+            a pretrained checkpoint is loaded then), ``False`` when a finished Job's model is
+            rebuilt to receive its own checkpoint.
         deep_supervision_weights: the backbone's weight of each deep-supervision output (nnU-Net:
             1, 1/2, 1/4, ..., the lowest 0, normalised), for terms that follow its scheme.
     """
@@ -61,6 +73,10 @@ class BuildContext:
     teacher: nn.Module | None = None
     teacher_modalities: tuple[str, ...] = ()
     deep_supervision_weights: tuple[float, ...] = ()
+    generator: nn.Module | None = None
+    dependencies: dict[str, Any] = field(default_factory=dict)
+    patch_size: tuple[int, ...] = ()
+    for_training: bool = True
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -74,12 +90,16 @@ class StepBatch:
             (a teacher's input, a generator's target).
         target: the backbone's targets (nnU-Net: one tensor per deep-supervision scale).
         modalities: the modalities of ``privileged``, in channel order.
+        unlabelled: a batch of the strategy's input channels from cases outside every training
+            subset (:meth:`Strategy.unlabelled_cases`), augmented like the training batch; no
+            label and no other modality of those cases is given. ``None`` unless asked for.
     """
 
     inputs: Tensor
     privileged: Tensor
     target: Any
     modalities: tuple[str, ...]
+    unlabelled: Tensor | None = None
 
     def select(self, modalities: Sequence[str]) -> Tensor:
         """Channels of ``modalities`` taken from :attr:`privileged`."""
@@ -141,6 +161,34 @@ class Strategy(Component):
         The default is the backbone's supervised loss.
         """
         return {"loss": context.supervised_loss(outputs, batch.target)}
+
+    def validation_terms(self, outputs: Any, batch: StepBatch, context: BuildContext
+                         ) -> dict[str, Tensor] | None:
+        """Named validation terms of one batch (``"loss"`` first) for a model that does not
+        segment (a generator); ``None`` (the default) keeps the backbone's validation: its
+        loss and pseudo-Dice per region."""
+        return None
+
+    def training_cases(self, cases: tuple[str, ...]) -> tuple[str, ...]:
+        """The labelled cases this Job trains on, from its (N, seed) training subset (in the
+        subset's seeded order). The default is all of them; a few-shot fine-tuning takes the
+        first k."""
+        return cases
+
+    def unlabelled_cases(self, pool: tuple[str, ...]) -> tuple[str, ...]:
+        """Cases whose available modalities the Job may read without their labels.
+
+        ``pool`` holds the cases outside the test set and outside the largest training subset
+        (with its validation cases) of the Job's seed, in a seeded order: the same for every N.
+        The default uses none.
+        """
+        return ()
+
+    def training_budget(self, budget: Any) -> Any:
+        """The budget this Job trains with (a :class:`kdbench.engine.requests.Budget`); the
+        default is the protocol's. A strategy that only assembles trained parts returns zero
+        epochs; a fine-tuning may lower the learning rate (``initial_lr``)."""
+        return budget
 
     def inference_model(self, model: nn.Module, available: tuple[str, ...]) -> nn.Module:
         """The module the backbone's inference calls on the channels of ``available``.

@@ -87,6 +87,12 @@ def score_job(result: Any, job: Job, data: Any, registry: Registry, metric_names
         table = score_files(pairs, metrics, convention)
         table.insert(0, "subset", label(subset))
         tables.append(table)
+    if result.synthesis is not None:
+        available = label(job.modalities.evaluate[0])
+        synthesis = pd.read_csv(result.synthesis)
+        synthesis.insert(0, "subset", available)
+        tables += [synthesis, _delta_dice(tables[0], result.path.parent / job.depends_on[
+            "teacher"] / "per_case.csv", available)]
     per_case = pd.concat(tables, ignore_index=True)
     summary = {}
     several = len(job.modalities.evaluate) > 1
@@ -96,6 +102,23 @@ def score_job(result: Any, job: Job, data: Any, registry: Registry, metric_names
         key = summary_metric_key(metric, region, subsets[subset] if several else None)
         summary[key] = float(values.mean())
     return per_case, summary
+
+
+def _delta_dice(completed: Any, teacher_table: Path, subset: str) -> Any:
+    """ΔDice per case and region: the segmenter fed the generator-completed input minus the
+    same segmenter fed real input (its own Job's per-case table)."""
+    import pandas as pd
+
+    if not teacher_table.exists():
+        raise KdbenchError(f"{teacher_table} is missing: the generator's ΔDice needs its "
+                           "segmenter Job's per-case table; rerun that Job")
+    real = pd.read_csv(teacher_table)
+    real = real[real["metric"] == "dice"].set_index(["case", "region"])["value"]
+    synth = completed[completed["metric"] == "dice"].set_index(["case", "region"])["value"]
+    delta = (synth - real.reindex(synth.index)).rename("value").reset_index()
+    delta.insert(0, "subset", subset)
+    delta.insert(3, "metric", "delta_dice")
+    return delta
 
 
 def execute_job(job_id: str, settings: RunSettings, registry: Registry | None = None,
@@ -120,15 +143,16 @@ def execute_job(job_id: str, settings: RunSettings, registry: Registry | None = 
     done = tracker.complete_run(job)
     if done is not None:
         return done.info.run_id
-    teacher_run = None
-    if "teacher" in job.depends_on:
-        teacher = tracker.complete_run(plan.job(job.depends_on["teacher"]))
-        if teacher is None:
-            raise KdbenchError(f"Job {job.id} needs its teacher Job {job.depends_on['teacher']}, "
-                               "which has no complete run yet; run the protocol in order")
-        teacher_run = teacher.info.run_id
+    dependency_runs = {}
+    for role, dep_id in sorted(job.depends_on.items()):
+        dep = tracker.complete_run(plan.job(dep_id))
+        if dep is None:
+            raise KdbenchError(f"Job {job.id} needs its {role} Job {dep_id}, which has no "
+                               "complete run yet; run the protocol in order")
+        dependency_runs[role] = dep.info.run_id
     data = ensure_data(protocol, registry, settings.data_dir)
-    run_id = tracker.start(job, split_hash=data.splits.seed_hash(job.seed), teacher_run=teacher_run)
+    run_id = tracker.start(job, split_hash=data.splits.seed_hash(job.seed),
+                           dependency_runs=dependency_runs)
     folder = job_dir(settings.runs_dir, plan, job)
     folder.mkdir(parents=True, exist_ok=True)
     epochs = EpochLog(folder / "epochs.jsonl", tracker, run_id)

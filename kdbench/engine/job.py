@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdbench.components.generator import Generator
 from kdbench.components.strategy import Strategy
 from kdbench.data.protocol_data import ProtocolData
 from kdbench.engine.requests import Budget, TrainedModel, TrainRequest
@@ -37,6 +38,12 @@ class JobResult:
     def checkpoint(self) -> Path:
         """The final checkpoint."""
         return self.path / self.record["checkpoint"]
+
+    @property
+    def synthesis(self) -> Path | None:
+        """A generator's per-case synthesis scores (``None`` for other Jobs)."""
+        name = self.record.get("synthesis")
+        return self.path / name if name else None
 
     def predictions(self, subset: tuple[str, ...]) -> Path:
         """The folder of test predictions made from ``subset``."""
@@ -74,6 +81,42 @@ def strategy_of(job: Job, registry: Registry) -> Strategy:
     return cls(job.hparams, job.modalities)
 
 
+def trained_dependencies(job: Job, plan: Plan, registry: Registry, runs_dir: Path
+                         ) -> dict[str, TrainedModel]:
+    """The finished models a Job depends on, by role (``teacher``, ``generator``).
+
+    Raises:
+        KdbenchError: a dependency has not finished.
+    """
+    out = {}
+    for role, dep_id in sorted(job.depends_on.items()):
+        dep = plan.job(dep_id)
+        done = finished(runs_dir, plan, dep)
+        if done is None:
+            raise KdbenchError(
+                f"Job {job.id} needs its {role} Job {dep.id} ({dep.component}, N={dep.n}, "
+                f"seed {dep.seed}), which has not finished; run it first"
+            )
+        out[role] = TrainedModel(strategy_of(dep, registry), done.checkpoint,
+                                 trained_dependencies(dep, plan, registry, runs_dir))
+    return out
+
+
+def unlabelled_pool(plan: Plan, data: ProtocolData, seed: int) -> tuple[str, ...]:
+    """Cases of ``seed``'s pool permutation after the largest training subset: outside the test
+    set and every (N, seed) training and validation subset, the same for every N."""
+    largest = max(plan.protocol.training_sizes)
+    return tuple(data.splits.permutations[seed][largest:])
+
+
+def _check_cases(job: Job, chosen: tuple[str, ...], allowed: tuple[str, ...], hook: str,
+                 where: str) -> None:
+    outside = [c for c in chosen if c not in set(allowed)]
+    if outside:
+        raise KdbenchError(f"Job {job.id} ({job.component}): {hook} chose cases outside "
+                           f"{where}: {outside[:5]}; a strategy may only narrow them")
+
+
 def run_job(
     job: Job,
     plan: Plan,
@@ -98,47 +141,56 @@ def run_job(
     folder = job_dir(runs_dir, plan, job)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "job.json").write_text(json.dumps(job.to_json(), indent=2, sort_keys=True))
-    teacher = None
-    if "teacher" in job.depends_on:
-        teacher_job = plan.job(job.depends_on["teacher"])
-        teacher_done = finished(runs_dir, plan, teacher_job)
-        if teacher_done is None:
-            raise KdbenchError(
-                f"Job {job.id} needs its teacher Job {teacher_job.id} ({teacher_job.component}, "
-                f"N={teacher_job.n}, seed {teacher_job.seed}), which has not finished; run it first"
-            )
-        teacher = TrainedModel(strategy_of(teacher_job, registry), teacher_done.checkpoint)
+    dependencies = trained_dependencies(job, plan, registry, runs_dir)
     strategy = strategy_of(job, registry)
     backbone_cls = registry.backbones.get(protocol.backbone.name)
     backbone = backbone_cls()
     options = backbone_cls.validate_options(protocol.backbone.options)
     subset = data.splits.subset(job.n, job.seed)
     training = protocol.training
+    train_cases = tuple(strategy.training_cases(subset.train))
+    unlabelled = tuple(strategy.unlabelled_cases(unlabelled_pool(plan, data, job.seed)))
+    _check_cases(job, train_cases, subset.train, "training_cases", "its training subset")
+    _check_cases(job, unlabelled, unlabelled_pool(plan, data, job.seed), "unlabelled_cases",
+                 "the unlabelled pool")
     result = backbone.train(TrainRequest(
         strategy=strategy,
         dataset=data.dataset,
-        train_cases=subset.train,
+        train_cases=train_cases,
         val_cases=subset.validation,
-        budget=Budget(training.epochs, training.iterations_per_epoch, training.val_iterations,
-                      training.validate_every, training.checkpoint_every),
+        budget=strategy.training_budget(Budget(
+            training.epochs, training.iterations_per_epoch, training.val_iterations,
+            training.validate_every, training.checkpoint_every)),
         options=options,
         output_dir=folder,
         seed=job.seed,
         device=device,
-        teacher=teacher,
+        teacher=dependencies.get("teacher"),
+        generator=dependencies.get("generator"),
+        unlabelled_cases=unlabelled,
         callbacks=list(callbacks or []),
         compile=compile,
         data_workers=data_workers,
     ))
-    trained = TrainedModel(strategy, result.checkpoint)
+    trained = TrainedModel(strategy, result.checkpoint, dependencies)
     predictions = {}
     for available in job.modalities.evaluate:
         out = folder / "predictions" / label(available)
         backbone.predict(trained, data.dataset, options, data.splits.test, available, out,
                          device)
         predictions[label(available)] = os.path.relpath(out, folder)
+    synthesis = None
+    if isinstance(strategy, Generator):
+        from kdbench.metrics.synthesis import synthesis_table
+
+        table = synthesis_table(
+            backbone.synthesise(trained, data.dataset, options, data.splits.test, device),
+            strategy.missing)
+        synthesis = "synthesis.csv"
+        table.to_csv(folder / synthesis, index=False)
     record = {
         "job": job.id,
+        "synthesis": synthesis,
         "checkpoint": os.path.relpath(result.checkpoint, folder),
         "epochs": result.epochs,
         "resumed_from_epoch": result.resumed_from_epoch,
@@ -146,6 +198,9 @@ def run_job(
         "test_cases": list(data.splits.test),
         "splits": {"file": str(data.splits_path), "seed_hash": data.splits.seed_hash(job.seed)},
         "teacher": job.depends_on.get("teacher"),
+        "dependencies": dict(sorted(job.depends_on.items())),
+        "train_cases": list(train_cases),
+        "unlabelled_cases": list(unlabelled),
     }
     tmp = folder / (DONE + ".tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True))

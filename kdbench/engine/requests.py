@@ -46,14 +46,17 @@ class Budget:
     val_iterations: int = 50
     validate_every: int = 1
     checkpoint_every: int = 1
+    initial_lr: float | None = None  # None: the backbone's (nnU-Net: 1e-2)
 
 
 @dataclass
 class TrainedModel:
-    """A finished training: the strategy that made it and its final checkpoint."""
+    """A finished training: the strategy that made it, its final checkpoint, and the finished
+    models it was built from (role -> model), which loading it rebuilds first."""
 
     strategy: Strategy
     checkpoint: Path
+    dependencies: dict[str, TrainedModel] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +74,8 @@ class TrainRequest:
         seed: seeds every random number generator before the network is built.
         device: ``"cpu"`` or ``"cuda"``.
         teacher: the finished teacher Job's model, for strategies that require one.
+        generator: the finished generator Job's model, for strategies that require one.
+        unlabelled_cases: cases read without labels (:meth:`Strategy.unlabelled_cases`).
         callbacks: called with the epoch report every ``validate_every`` epochs.
         compile: ``torch.compile`` the trainable model (CUDA only; cost paid once per Job).
         data_workers: data-augmentation worker processes (0: in the main process,
@@ -87,6 +92,8 @@ class TrainRequest:
     seed: int
     device: str = "cpu"
     teacher: TrainedModel | None = None
+    generator: TrainedModel | None = None
+    unlabelled_cases: tuple[str, ...] = ()
     callbacks: list[Callable[[Any], None]] = field(default_factory=list)
     compile: bool = False
     data_workers: int = 0

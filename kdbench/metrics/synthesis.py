@@ -18,7 +18,13 @@ generator Job's work). Definitions, fixed here once:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PERCENTILES = (0.5, 99.5)
 SSIM_SIGMA = 1.5
@@ -62,3 +68,32 @@ def synthesis_scores(synthesised: np.ndarray, real: np.ndarray, mask: np.ndarray
         "psnr": float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse)),
         "ssim": float(np.mean(ssim_map[mask])),
     }
+
+
+def synthesis_table(items: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+                    modalities: Sequence[str]) -> pd.DataFrame:
+    """Per-case synthesis scores: one row per (case, synthesised modality, metric).
+
+    Args:
+        items: ``(case, synthesised, real, mask)`` with one channel per modality in
+            ``modalities`` (what :meth:`kdbench.Backbone.synthesise` yields).
+        modalities: the synthesised modalities, in channel order.
+
+    Returns:
+        Columns ``case, region, metric, value`` (``region``: the modality).
+
+    Raises:
+        ValueError: naming the case, when its arrays cannot be scored.
+    """
+    import pandas as pd
+
+    rows = []
+    for case, synthesised, real, mask in items:
+        for channel, modality in enumerate(modalities):
+            try:
+                scores = synthesis_scores(synthesised[channel], real[channel], mask)
+            except ValueError as exc:
+                raise ValueError(f"case {case}, modality {modality}: {exc}") from None
+            rows += [{"case": case, "region": modality, "metric": metric, "value": value}
+                     for metric, value in scores.items()]
+    return pd.DataFrame(rows, columns=["case", "region", "metric", "value"])

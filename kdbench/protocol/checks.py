@@ -91,6 +91,16 @@ def check_against_registry(
             dep = _plugin(problems, registry.categories[category], name, (*loc, role))
             if dep is not None:
                 _hparams(problems, dep, extra, (*loc, f"{role}_hparams"))
+        if "generator" in cls.requires:
+            for j, scenario in enumerate(protocol.scenarios):
+                if any(set(s) >= set(scenario.training) for s in scenario.subsets()):
+                    problems.add(
+                        ("scenarios", j, "available"),
+                        f"strategy {spec.name!r} synthesises missing modalities, but scenario "
+                        f"{scenario.name!r} makes every training modality available (nothing "
+                        "to synthesise); give it a subset of the training modalities, or use "
+                        "this strategy in another scenario",
+                    )
 
     for i, metric in enumerate(protocol.metrics or ()):
         _plugin(problems, registry.metrics, metric, ("metrics", i))

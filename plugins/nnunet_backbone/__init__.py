@@ -117,6 +117,13 @@ class NnUNetBackbone(Backbone):
 
         return predict(trained, dataset, options, case_ids, available, out_dir, device)
 
+    def synthesise(self, trained: TrainedModel, dataset: Any, options: NnUNetOptions,  # type: ignore[override]
+                   case_ids: Sequence[str], device: str = "cpu") -> Any:
+        """A generator's synthesised channels per case in nnU-Net's preprocessed space."""
+        from kdbench_plugins.nnunet_backbone.engine import synthesise
+
+        return synthesise(trained, dataset, options, case_ids, device)
+
 
 @hookimpl
 def kdbench_register_backbones(registry) -> None:  # noqa: ANN001 - a CategoryRegistry

@@ -10,7 +10,7 @@ import contextlib
 import io
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from kdbench.engine.requests import TrainedModel, TrainRequest, TrainResult
 from kdbench.errors import KdbenchError
 from kdbench.modalities import channel_indices
 from kdbench_plugins.nnunet_backbone.environment import NnUNetFolders, nnunet_environment
+from kdbench_plugins.nnunet_backbone.networks import network_builder
 from kdbench_plugins.nnunet_backbone.trainer import (
     CHECKPOINT_FINAL,
     CHECKPOINT_LATEST,
@@ -93,10 +94,10 @@ def train(request: TrainRequest) -> TrainResult:
                             nnUNet_n_proc_DA=str(request.data_workers)), \
             open(output_dir / "nnunet_console.log", "a") as console, \
             contextlib.redirect_stdout(console):
-        teacher = None
-        if request.teacher is not None:
-            teacher = load_model(request.teacher, request.dataset, request.options,
-                                 request.device)
+        teacher, generator = (
+            None if trained is None
+            else load_model(trained, request.dataset, request.options, request.device)
+            for trained in (request.teacher, request.generator))
         seed_everything(request.seed)
         if request.device.startswith("cuda"):
             # as nnUNetv2_train does: cuDNN autotuning (CPU runs stay deterministic)
@@ -122,9 +123,18 @@ def train(request: TrainRequest) -> TrainResult:
             teacher=teacher,
             teacher_modalities=(request.teacher.strategy.input_modalities()
                                 if request.teacher else ()),
+            generator=generator,
+            dependencies={role: trained.strategy for role, trained in
+                          (("teacher", request.teacher), ("generator", request.generator))
+                          if trained is not None},
+            unlabelled_cases=tuple(request.unlabelled_cases),
+            initial_lr=request.budget.initial_lr,
             training_modalities=request.strategy.plan.training,
             callbacks=list(request.callbacks),
         ))
+        if request.budget.epochs == 0:  # a model assembled from trained parts
+            _write_checkpoint(request.strategy.build(trainer.context), final)
+            return TrainResult(final, 0, None, {})
         resumed_from = None
         if latest.exists():
             trainer.load_checkpoint(str(latest))
@@ -134,27 +144,46 @@ def train(request: TrainRequest) -> TrainResult:
     return TrainResult(final, trainer.num_epochs, resumed_from, history)
 
 
+def _write_checkpoint(model: torch.nn.Module, path: Path) -> None:
+    """A checkpoint of an untrained (assembled) model in nnU-Net's layout, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"network_weights": model.state_dict(), "current_epoch": 0}, tmp)
+    tmp.replace(path)
+
+
 def load_model(trained: TrainedModel, dataset: Any, options: Any, device: str,
                plans: tuple[dict, dict, str] | None = None) -> torch.nn.Module:
     """A finished Job's trainable model, weights loaded, in eval mode, frozen (``plans``:
-    what :func:`load_plans` returned, when the caller has it already)."""
+    what :func:`load_plans` returned, when the caller has it already).
+
+    The models it depends on are loaded first and given to ``Strategy.build`` (a model built
+    from a teacher or generator is rebuilt the same way, then its own weights are loaded).
+    """
     if not Path(trained.checkpoint).exists():
         raise KdbenchError(f"checkpoint {trained.checkpoint} not found; run its Job first")
-    plans, dataset_json, configuration = plans or load_plans(dataset, options)
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    plans = plans or load_plans(dataset, options)
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from kdbench.components.strategy import BuildContext
 
-    manager = PlansManager(plans)
-    config = manager.get_configuration(configuration)
-    labels = manager.get_label_manager(dataset_json)
+    dependencies = {role: load_model(dep, dataset, options, device, plans)
+                    for role, dep in trained.dependencies.items()}
+    manager = PlansManager(plans[0])
+    config = manager.get_configuration(plans[2])
+    labels = manager.get_label_manager(plans[1])
+    teacher = trained.dependencies.get("teacher")
     context = BuildContext(
-        network=lambda c, deep_supervision=True: nnUNetTrainer.build_network_architecture(
-            manager, config, c, labels.num_segmentation_heads, deep_supervision),
+        network=network_builder(manager, config, labels.num_segmentation_heads, device),
         supervised_loss=lambda o, t: None,
         num_outputs=labels.num_segmentation_heads,
         device=torch.device(device),
+        teacher=dependencies.get("teacher"),
+        teacher_modalities=teacher.strategy.input_modalities() if teacher else (),
+        generator=dependencies.get("generator"),
+        dependencies={role: dep.strategy for role, dep in trained.dependencies.items()},
+        patch_size=tuple(config.patch_size),
+        for_training=False,
     )
     model = trained.strategy.build(context)
     checkpoint = torch.load(trained.checkpoint, map_location=device, weights_only=False)
@@ -163,6 +192,49 @@ def load_model(trained: TrainedModel, dataset: Any, options: Any, device: str,
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
+
+
+def full_resolution_only(model: torch.nn.Module) -> None:
+    """Switch deep supervision off in every nnU-Net decoder of ``model`` (inference)."""
+    for module in model.modules():
+        decoder = getattr(module, "decoder", None)
+        if decoder is not None and hasattr(decoder, "deep_supervision"):
+            decoder.deep_supervision = False
+
+
+def synthesise(trained: TrainedModel, dataset: Any, options: Any, case_ids: Sequence[str],
+               device: str = "cpu") -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """A generator's point estimate of its missing channels for each case, in nnU-Net's
+    preprocessed space: ``(case, synthesised, real, brain mask)``.
+
+    Sliding-window inference over the whole preprocessed (brain-cropped) volume with the
+    training patch size, half-patch overlap and Gaussian blending (MONAI's
+    ``sliding_window_inference``, as nnU-Net blends its tiles). The brain mask is nnU-Net's
+    non-zero mask (the segmentation is -1 outside it).
+    """
+    from monai.inferers import sliding_window_inference
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    generator = trained.strategy
+    plans = load_plans(dataset, options)
+    patch = plans[0]["configurations"][plans[2]]["patch_size"]
+    model = load_model(trained, dataset, options, device, plans)
+    full_resolution_only(model)
+    folders, summary = _folders(dataset)
+    data_folder = str(folders.root / summary["data_folder"])
+    cases = infer_dataset_class(data_folder)(data_folder, list(case_ids))
+    given = list(channel_indices(generator.available))
+    missing = list(channel_indices(generator.missing))
+    for case_id in case_ids:
+        data, seg, _, _ = cases.load_case(case_id)
+        data = np.asarray(data)
+        image = torch.from_numpy(data[given]).float()[None].to(device)
+        with torch.inference_mode():
+            synthesised = sliding_window_inference(
+                image, roi_size=patch, sw_batch_size=2, overlap=0.5, mode="gaussian",
+                predictor=lambda x: generator.synthesise(model, x))
+        yield (case_id, synthesised[0].float().cpu().numpy(), data[missing],
+               np.asarray(seg[0]) >= 0)
 
 
 def predict(
@@ -194,11 +266,9 @@ def predict(
     config = manager.get_configuration(configuration)
     model = load_model(trained, dataset, options, device,
                        plans=(plans, dataset_json, configuration))
-    for module in model.modules():  # inference uses the full-resolution output only
-        decoder = getattr(module, "decoder", None)
-        if decoder is not None and hasattr(decoder, "deep_supervision"):
-            decoder.deep_supervision = False
+    full_resolution_only(model)  # inference uses the full-resolution output only
     network = trained.strategy.inference_model(model, tuple(available))
+    full_resolution_only(network)  # also in parts an inference model adds (a segmenter)
     if device == "cpu":
         network = PairedBatchOnCpu(network)
     with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net's notices about the device

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from kdbench.components.strategy import BuildContext, StepBatch, Strategy
 from kdbench.engine.requests import EpochReport
 from kdbench.modalities import MODALITIES, channel_indices
+from kdbench_plugins.nnunet_backbone.networks import network_builder
 
 CHECKPOINT_LATEST = "checkpoint_latest.pth"
 CHECKPOINT_FINAL = "checkpoint_final.pth"
@@ -53,6 +55,10 @@ class TrainerSettings:
     compile: bool = False
     teacher: torch.nn.Module | None = None
     teacher_modalities: tuple[str, ...] = ()
+    generator: torch.nn.Module | None = None
+    dependencies: dict[str, Any] = field(default_factory=dict)
+    unlabelled_cases: tuple[str, ...] = ()
+    initial_lr: float | None = None
     training_modalities: tuple[str, ...] = MODALITIES
     callbacks: list[Callable[[EpochReport], None]] = field(default_factory=list)
 
@@ -74,28 +80,28 @@ class KdbenchTrainer(nnUNetTrainer):
         self.num_iterations_per_epoch = settings.iterations_per_epoch
         self.num_val_iterations_per_epoch = settings.val_iterations
         self.save_every = settings.checkpoint_every
+        if settings.initial_lr is not None:
+            self.initial_lr = settings.initial_lr
         strategy = settings.strategy
         # The preprocessed arrays always hold the four canonical channels.
         self._input_idx = list(channel_indices(strategy.input_modalities()))
         self._privileged_idx = list(channel_indices(settings.training_modalities))
         self._train_terms: list[dict[str, float]] = []
         self.context = BuildContext(
-            network=self._build_backbone_network,
+            network=network_builder(self.plans_manager, self.configuration_manager,
+                                    self.label_manager.num_segmentation_heads, self.device),
             supervised_loss=lambda outputs, target: self._supervised(outputs, target),
             num_outputs=self.label_manager.num_segmentation_heads,
             device=self.device,
             teacher=settings.teacher,
             teacher_modalities=settings.teacher_modalities,
+            generator=settings.generator,
+            dependencies=dict(settings.dependencies),
+            patch_size=tuple(self.configuration_manager.patch_size),
         )
+        self._unlabelled: Any = None
 
     # -- networks and loss ----------------------------------------------------------------------
-
-    def _build_backbone_network(self, in_channels: int, deep_supervision: bool = True
-                                ) -> torch.nn.Module:
-        return nnUNetTrainer.build_network_architecture(
-            self.plans_manager, self.configuration_manager, in_channels,
-            self.label_manager.num_segmentation_heads, deep_supervision,
-        ).to(self.device)
 
     def build_network_architecture(self, plans_manager, configuration_manager,  # noqa: ANN001
                                    num_input_channels, num_output_channels,
@@ -139,9 +145,14 @@ class KdbenchTrainer(nnUNetTrainer):
         inputs = data[:, self._input_idx].to(self.device, non_blocking=True)
         privileged = data[:, self._privileged_idx].to(self.device, non_blocking=True)
         terms: dict[str, torch.Tensor] = {}
+        unlabelled = None
+        if self._unlabelled is not None:
+            extra = next(self._unlabelled)["data"]
+            unlabelled = extra[:, self._input_idx].to(self.device, non_blocking=True)
 
         def strategy_loss(outputs: Any, target: Any) -> torch.Tensor:
-            step = StepBatch(inputs, privileged, target, self.settings.training_modalities)
+            step = StepBatch(inputs, privileged, target, self.settings.training_modalities,
+                             unlabelled)
             terms.update(self.settings.strategy.training_loss(outputs, step, self.context))
             return terms["loss"]
 
@@ -157,13 +168,29 @@ class KdbenchTrainer(nnUNetTrainer):
         return result
 
     def validation_step(self, batch: dict) -> dict:
-        """nnU-Net's validation step (supervised loss, pseudo-Dice) on the strategy's inputs."""
-        return super().validation_step({**batch, "data": batch["data"][:, self._input_idx]})
+        """nnU-Net's validation step (supervised loss, pseudo-Dice) on the strategy's inputs;
+        for a model that does not segment, the strategy's validation terms (no pseudo-Dice:
+        its counts are zero, so nnU-Net's Dice is NaN)."""
+        data = batch["data"]
+        inputs = data[:, self._input_idx].to(self.device, non_blocking=True)
+        probe = StepBatch(inputs, data[:, self._privileged_idx].to(self.device),
+                          batch["target"], self.settings.training_modalities)
+        strategy = self.settings.strategy
+        if type(strategy).validation_terms is Strategy.validation_terms:
+            return super().validation_step({**batch, "data": inputs})
+        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            terms = strategy.validation_terms(self.network(inputs), probe, self.context)
+        assert terms is not None
+        zeros = np.zeros(self.label_manager.num_segmentation_heads)
+        return {"loss": terms["loss"].detach().float().cpu().numpy(),
+                "tp_hard": zeros, "fp_hard": zeros, "fn_hard": zeros}
 
     def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
         """nnU-Net's pseudo-Dice; a region absent from every validation patch (common with
-        tiny patches) gives NaN, as in nnU-Net, without numpy's divide-by-zero warning."""
-        with np.errstate(invalid="ignore", divide="ignore"):
+        tiny patches), or a model that does not segment, gives NaN, as in nnU-Net, without
+        numpy's warnings."""
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
             super().on_validation_epoch_end(val_outputs)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -206,7 +233,31 @@ class KdbenchTrainer(nnUNetTrainer):
         """nnU-Net's start-up, without the architecture plot (it needs hiddenlayer)."""
         self.plot_network_architecture = lambda: None
         super().on_train_start()
+        if self.settings.unlabelled_cases:
+            self._unlabelled = self._unlabelled_loader(self.settings.unlabelled_cases)
         self._restore_rng()
+
+    def _unlabelled_loader(self, cases: Sequence[str]) -> Any:
+        """nnU-Net's training loader and augmentation over ``cases``, drawing patches without
+        foreground oversampling (where the tumour lies is a label: it must not guide them)."""
+        split, oversample = self.do_split, self.oversample_foreground_percent
+        self.do_split = lambda: (list(cases), list(self.settings.val_cases))
+        self.oversample_foreground_percent = 0.0
+        try:
+            loader, val_loader = self.get_dataloaders()
+        finally:
+            self.do_split, self.oversample_foreground_percent = split, oversample
+        finish = getattr(val_loader, "_finish", None)
+        if finish is not None:
+            finish()
+        return loader
+
+    def on_train_end(self) -> None:
+        """nnU-Net's end of training; the unlabelled loader's workers are stopped too."""
+        super().on_train_end()
+        finish = getattr(self._unlabelled, "_finish", None)
+        if finish is not None:
+            finish()
 
     # -- checkpoints ----------------------------------------------------------------------------
 

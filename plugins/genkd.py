@@ -1,0 +1,195 @@
+"""The ``genkd`` strategy: generative knowledge distillation (kdbench's own method).
+
+Classic distillation (``kd``) transfers what a teacher sees in *every* modality; part of that
+knowledge cannot be recovered from the student's modalities, and as N grows the student's own
+labels teach it the rest. ``genkd`` puts a generator between the two: the teacher is applied to
+the student's available modalities completed by a generator trained on the same (N, seed)
+subset, so that its targets carry only knowledge the student's input can support, and the
+generator's samples say how sure that knowledge is. Variants are hyper-parameters, so that
+each can be ablated (docs/genkd.md gives the losses and what is trained when):
+
+- ``teacher_input``: ``bridged`` (teacher on [available + generator-completed]), ``real``
+  (teacher on real inputs: ``kd``), or ``mixed`` (both terms, ``bridge_mix`` on the bridged);
+- ``mc_samples`` > 1: Monte Carlo targets, the teacher's tempered probabilities averaged over
+  generator samples (dropout on), each voxel's term weighted by the samples' agreement
+  (``agreement_weighting``);
+- ``unlabelled_cases`` > 0: generative augmentation, extra batches from cases outside every
+  training subset whose labels and missing modalities are never read: their available channels
+  are completed by the generator, labelled by the teacher, and distilled
+  (``unlabelled_weight``).
+
+At inference the student alone runs, on the available modalities.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kdbench import HParam, Strategy, hookimpl
+from kdbench.components.strategy import BuildContext, StepBatch
+from kdbench_plugins.kd import KnowledgeDistillation, binary_kl_to
+
+
+def _outputs(out: Any) -> list[Any]:
+    return list(out) if isinstance(out, list | tuple) else [out]
+
+
+def mc_targets(logits: list[list[Any]], temperature: float) -> tuple[list[Any], list[Any]]:
+    """Monte Carlo targets from teacher logits of several samples.
+
+    Args:
+        logits: one list of outputs (deep-supervision scales) per generator sample.
+        temperature: T.
+
+    Returns:
+        Per scale: the mean over samples of ``sigmoid(z / T)``, and the agreement
+        ``|2 * mean_s 1[z_s > 0] - 1|`` (1: every sample votes alike, 0: split evenly).
+    """
+    import torch
+
+    probs, agreement = [], []
+    for scale in zip(*logits, strict=True):
+        z = torch.stack([t.float() for t in scale])
+        probs.append(torch.sigmoid(z / temperature).mean(0))
+        agreement.append((2 * (z > 0).float().mean(0) - 1).abs())
+    return probs, agreement
+
+
+class GenerativeKD(Strategy):
+    """Distillation through a generator: bridged teacher, Monte Carlo targets, augmentation."""
+
+    name = "genkd"
+    version = "1"
+    requires = ("teacher", "generator")
+    default_teacher = "multi"
+    default_generator = "unet_generator"
+    hparams = {
+        "kd_weight": KnowledgeDistillation.hparams["kd_weight"],
+        "temperature": KnowledgeDistillation.hparams["temperature"],
+        "teacher_input": HParam(
+            "bridged", choices=("bridged", "real", "mixed"),
+            help="what the teacher reads: generator-completed input, real input, or both terms",
+            source="kdbench (genkd): bridged by default, the method's point",
+        ),
+        "bridge_mix": HParam(
+            0.5, low=0.0, high=1.0,
+            help="weight of the bridged term in 'mixed' (1 - it on the real-input term)",
+            source="kdbench choice: an even mix",
+        ),
+        "mc_samples": HParam(
+            1, low=1, high=8,
+            help="generator samples per batch (1: its point estimate, no sampling)",
+            source="kdbench choice: 1 by default; 4 is the Monte Carlo ablation of docs/genkd.md",
+        ),
+        "agreement_weighting": HParam(
+            True, choices=(True, False),
+            help="weight each voxel's term by the agreement of the samples (mc_samples > 1)",
+            source="kdbench (genkd)",
+        ),
+        "unlabelled_cases": HParam(
+            0, low=0, high=10000,
+            help="cases outside every training subset used without labels (0: none)",
+            source="kdbench choice: off by default (generative augmentation is an ablation)",
+        ),
+        "unlabelled_weight": HParam(
+            1.0, low=0.0, high=10.0,
+            help="weight of the unlabelled cases' distillation term, relative to kd_weight",
+            source="kdbench choice: as the labelled cases' term",
+        ),
+    }
+
+    def build(self, context: BuildContext) -> Any:
+        """The student on the available modalities (its generator must read the same)."""
+        model = super().build(context)
+        generator = context.dependencies.get("generator")
+        if generator is not None and tuple(generator.available) != self.input_modalities():
+            raise RuntimeError(f"the generator reads {generator.available}, the student "
+                               f"{self.input_modalities()}")
+        self._model = model
+        return model
+
+    def unlabelled_cases(self, pool: tuple[str, ...]) -> tuple[str, ...]:
+        """The first ``unlabelled_cases`` of the pool (an error when it has fewer)."""
+        wanted = int(self.hparams["unlabelled_cases"])
+        if wanted > len(pool):
+            raise ValueError(f"genkd: unlabelled_cases = {wanted}, but only {len(pool)} cases "
+                             "lie outside the test set and the largest training subset; lower "
+                             "it, lower the largest N, or add cases")
+        return pool[:wanted]
+
+    # -- targets --------------------------------------------------------------------------------
+
+    def _real(self, batch: StepBatch, context: BuildContext) -> list[Any]:
+        import torch
+
+        with torch.inference_mode():
+            out = _outputs(context.teacher(batch.select(context.teacher_modalities)))
+        return [t.clone() for t in out]
+
+    def _bridged(self, inputs: Any, context: BuildContext) -> tuple[list[Any], list[Any] | None]:
+        """Tempered teacher probabilities on completed input (and the samples' agreement)."""
+        import torch
+
+        generator = context.dependencies["generator"]
+        samples = int(self.hparams["mc_samples"])
+        temperature = float(self.hparams["temperature"])
+        with torch.inference_mode():
+            draws = (generator.sample(context.generator, inputs, samples) if samples > 1
+                     else [generator.synthesise(context.generator, inputs)])
+            logits = [_outputs(context.teacher(generator.complete(inputs, d))) for d in draws]
+            probs, agreement = mc_targets(logits, temperature)
+        probs = [p.clone() for p in probs]
+        if samples > 1 and self.hparams["agreement_weighting"]:
+            return probs, [a.clone() for a in agreement]
+        return probs, None
+
+    def _distil(self, student: list[Any], probs: list[Any], weights: list[Any] | None,
+                context: BuildContext) -> Any:
+        temperature = float(self.hparams["temperature"])
+        ds = context.deep_supervision_weights or (1.0,)
+        return sum(
+            w * binary_kl_to(s, p, temperature, None if weights is None else weights[i])
+            for i, (w, s, p) in enumerate(zip(ds, student, probs, strict=False)) if w > 0
+        )
+
+    # -- the loss -------------------------------------------------------------------------------
+
+    def training_loss(self, outputs: Any, batch: StepBatch, context: BuildContext
+                      ) -> dict[str, Any]:
+        """Supervised + λ [(1-α) KL(real teacher) + α KL(bridged teacher, agreement-weighted)]
+        + λ μ KL on unlabelled cases (see docs/genkd.md)."""
+        import torch
+
+        student = _outputs(outputs)
+        terms: dict[str, Any] = {"supervised": context.supervised_loss(outputs, batch.target)}
+        mode = self.hparams["teacher_input"]
+        alpha = {"bridged": 1.0, "real": 0.0, "mixed": float(self.hparams["bridge_mix"])}[mode]
+        temperature = float(self.hparams["temperature"])
+        distillation = 0.0
+        if alpha < 1:
+            real = [torch.sigmoid(t.float() / temperature) for t in self._real(batch, context)]
+            terms["distill_real"] = self._distil(student, real, None, context)
+            distillation = distillation + (1 - alpha) * terms["distill_real"]
+        if alpha > 0:
+            probs, agreement = self._bridged(batch.inputs, context)
+            terms["distill_bridged"] = self._distil(student, probs, agreement, context)
+            if agreement is not None:
+                terms["agreement"] = agreement[0].mean()
+            distillation = distillation + alpha * terms["distill_bridged"]
+        loss = terms["supervised"] + self.hparams["kd_weight"] * distillation
+        if batch.unlabelled is not None:
+            probs, agreement = self._bridged(batch.unlabelled, context)
+            terms["distill_unlabelled"] = self._distil(_outputs(self._model(batch.unlabelled)),
+                                                       probs, agreement, context)
+            loss = loss + (self.hparams["kd_weight"] * self.hparams["unlabelled_weight"]
+                           * terms["distill_unlabelled"])
+        terms["distillation"] = distillation if torch.is_tensor(distillation) else \
+            torch.zeros((), device=terms["supervised"].device)
+        terms["loss"] = loss
+        return terms
+
+
+@hookimpl
+def kdbench_register_strategies(registry) -> None:  # noqa: ANN001 - a CategoryRegistry
+    """Register ``genkd``."""
+    registry.add(GenerativeKD)
