@@ -187,6 +187,8 @@ class UNetGenerator(Strategy, Generator):
                 self._d_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self._d_optimizer.step()
+                # no gradient left behind: the backbone's optimizer also holds these parameters
+                self._d_optimizer.zero_grad(set_to_none=True)
         finally:
             discriminator.requires_grad_(False)
         return loss.detach()
