@@ -164,45 +164,52 @@ class _Builder:
         return job_id
 
     def strategy_jobs(self, spec: StrategySpec, scenario: ScenarioSpec, n: int, seed: int) -> None:
-        reg = self.registry
-        cls = reg.strategies.get(spec.name)
+        cls = self.registry.strategies.get(spec.name)
         where = f"{spec.key} @ {scenario.name}"
         hparams = (
             self._tuned(n) if spec.hparams == "tuned" else cls.resolve_hparams(spec.hparams)
         )
-        teacher = None
-        if "teacher" in cls.requires:
-            teacher = self._teacher(spec.teacher or cls.default_teacher, spec.teacher_hparams,
-                                    scenario, n, seed, f"teacher of {where}")
+        given = {"teacher": (spec.teacher, spec.teacher_hparams),
+                 "generator": (spec.generator, spec.generator_hparams)}
         for plan in cls.modality_plans(scenario.training, scenario.subsets()):
-            deps = {"teacher": teacher} if teacher else {}
-            if "generator" in cls.requires:
-                deps["generator"] = self._generator(spec, cls, plan, scenario, n, seed, teacher,
-                                                    where)
+            deps = self._dependencies(cls, given, scenario, plan, n, seed, where)
             self.add(cls, hparams, n, seed, plan, deps, f"strategy {where}")
 
-    def _teacher(self, name: str, overrides: dict[str, Any], scenario: ScenarioSpec, n: int,
-                 seed: int, role: str) -> str:
-        cls = self.registry.teachers.get(name)
-        return self.add(cls, cls.resolve_hparams(overrides), n, seed,
-                        cls.teacher_plan(scenario.training), {}, role)
-
-    def _generator(self, spec: StrategySpec, strategy: type[Component], plan: ModalityPlan,
-                   scenario: ScenarioSpec, n: int, seed: int, teacher: str | None,
-                   where: str) -> str:
-        """The generator Job reading the plan's subset; its scoring segmenter is the strategy's
-        teacher, or the generator's own ``scoring_teacher`` with default settings."""
-        cls = self.registry.generators.get(spec.generator or strategy.default_generator)
-        if len(plan.evaluate) != 1:
-            raise ValueError(f"{spec.key}: a strategy with a generator must train one model per "
-                             f"available subset, got {len(plan.evaluate)} subsets in one Job")
-        name = f"generator {cls.name} of {where}"
-        if teacher is None:
-            teacher = self._teacher(cls.scoring_teacher, {}, scenario, n, seed,
-                                    f"teacher of {name}")
-        return self.add(cls, cls.resolve_hparams(spec.generator_hparams), n, seed,
-                        cls.generator_plan(scenario.training, plan.evaluate[0]),
-                        {"teacher": teacher}, f"generator of {where}")
+    def _dependencies(self, cls: Any, given: dict[str, tuple[str | None, dict[str, Any]]],
+                      scenario: ScenarioSpec, plan: ModalityPlan, n: int, seed: int, where: str
+                      ) -> dict[str, str]:
+        """The Jobs ``cls`` (a strategy, or a teacher that is itself built from others) needs
+        for one of its plans: its teacher, then its generator. A generator is scored with the
+        teacher when that teacher reads every training modality by itself, else with the
+        generator's own ``scoring_teacher``."""
+        subset = plan.evaluate[0] if len(plan.evaluate) == 1 else None
+        deps: dict[str, str] = {}
+        if "teacher" in cls.requires:
+            name, overrides = given.get("teacher", (None, {}))
+            teacher = self.registry.teachers.get(name or cls.default_teacher)
+            dep_plan = teacher.teacher_plan(scenario.training, subset)
+            role = f"teacher of {where}"
+            deps["teacher"] = self.add(
+                teacher, teacher.resolve_hparams(overrides), n, seed, dep_plan,
+                self._dependencies(teacher, {}, scenario, dep_plan, n, seed, role)
+                if getattr(teacher, "requires", ()) else {}, role)
+        if "generator" in cls.requires:
+            name, overrides = given.get("generator", (None, {}))
+            generator = self.registry.generators.get(name or cls.default_generator)
+            if subset is None:
+                raise ValueError(f"{where}: a strategy with a generator must train one model "
+                                 f"per available subset, got {len(plan.evaluate)} in one Job")
+            role = f"generator of {where}"
+            scorer = deps.get("teacher")
+            if scorer is None or self.jobs[scorer].modalities.evaluate != (scenario.training,):
+                scorer_cls = self.registry.teachers.get(generator.scoring_teacher)
+                scorer = self.add(scorer_cls, scorer_cls.resolve_hparams({}), n, seed,
+                                  scorer_cls.teacher_plan(scenario.training), {},
+                                  f"teacher of {role}")
+            deps["generator"] = self.add(
+                generator, generator.resolve_hparams(overrides), n, seed,
+                generator.generator_plan(scenario.training, subset), {"teacher": scorer}, role)
+        return deps
 
 
 def build_plan(protocol: Protocol, registry: Registry) -> Plan:

@@ -9,7 +9,9 @@ generator's samples say how sure that knowledge is. Variants are hyper-parameter
 each can be ablated (docs/genkd.md gives the losses and what is trained when):
 
 - ``teacher_input``: ``bridged`` (teacher on [available + generator-completed]), ``real``
-  (teacher on real inputs: ``kd``), or ``mixed`` (both terms, ``bridge_mix`` on the bridged);
+  (teacher on its own input, real modalities: ``kd``), or ``mixed`` (both terms,
+  ``bridge_mix`` on the bridged); with ``teacher: synthesis`` (``fine_tune: true``) and
+  ``real``, the bridged teacher fine-tuned on completed inputs;
 - ``mc_samples`` > 1: Monte Carlo targets, the teacher's tempered probabilities averaged over
   generator samples (dropout on), each voxel's term weighted by the samples' agreement
   (``agreement_weighting``);
@@ -105,6 +107,13 @@ class GenerativeKD(Strategy):
         if generator is not None and tuple(generator.available) != self.input_modalities():
             raise RuntimeError(f"the generator reads {generator.available}, the student "
                                f"{self.input_modalities()}")
+        reads_all = tuple(context.teacher_modalities) == tuple(self.plan.training)
+        if context.teacher is not None and not reads_all and \
+                self.hparams["teacher_input"] != "real":
+            raise ValueError(
+                f"genkd: the teacher reads {context.teacher_modalities} and completes its input "
+                "itself (a bridged teacher such as `synthesis`): set teacher_input: real (the "
+                "teacher's own input)")
         self._model = model
         return model
 

@@ -116,6 +116,11 @@ class KnowledgeDistillation(Strategy):
         model = super().build(context)
         self._bottlenecks: dict[str, Any] = {}
         if self.hparams["latent_weight"] > 0:
+            if context.teacher is not None and not hasattr(context.teacher, "encoder"):
+                raise ValueError(
+                    f"kd: latent_weight > 0 needs a teacher with an nnU-Net encoder (its "
+                    f"bottleneck); {type(context.teacher).__name__} has none. Set "
+                    "latent_weight: 0 with this teacher")
             for role, network in (("student", model), ("teacher", context.teacher)):
                 network.encoder.register_forward_hook(self._keeper(role))
         return model

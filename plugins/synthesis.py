@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from kdbench import HParam, Strategy, hookimpl
+from kdbench import HParam, ModalityPlan, Strategy, Teacher, hookimpl
 from kdbench.components.strategy import BuildContext
 
 
-class SynthesisThenSegment(Strategy):
+class SynthesisThenSegment(Strategy, Teacher):
     """Generator completes the missing modalities; the multi-modal teacher segments them."""
 
     name = "synthesis"
@@ -40,6 +40,17 @@ class SynthesisThenSegment(Strategy):
             "weights",
         ),
     }
+
+    kind = "bridged"
+
+    @classmethod
+    def teacher_plan(cls, training: tuple[str, ...], available: tuple[str, ...] | None = None
+                     ) -> ModalityPlan:
+        """As a teacher (the *bridged* teacher of ``genkd``, fine-tuned or not), it reads the
+        student's modalities and completes them itself: one Job per available subset."""
+        if available is None:
+            raise ValueError("synthesis as a teacher needs the student's available subset")
+        return ModalityPlan(training=training, evaluate=(available,))
 
     def input_modalities(self) -> tuple[str, ...]:
         """Only the available modalities: the rest is synthesised."""
@@ -70,5 +81,11 @@ class SynthesisThenSegment(Strategy):
 
 @hookimpl
 def kdbench_register_strategies(registry) -> None:  # noqa: ANN001 - a CategoryRegistry
-    """Register ``synthesis``."""
+    """Register ``synthesis`` as a strategy."""
+    registry.add(SynthesisThenSegment)
+
+
+@hookimpl
+def kdbench_register_teachers(registry) -> None:  # noqa: ANN001 - a CategoryRegistry
+    """Register ``synthesis`` as a teacher (genkd's bridged teacher, fine-tuned or not)."""
     registry.add(SynthesisThenSegment)

@@ -39,7 +39,11 @@ def test_builtins_load_through_entry_points(registry):
     for plugin in ("mono", "multi", "kd", "nnunet_backbone", "phantom", "brats"):
         assert by_name[plugin].source.startswith("entry point kdbench_plugins.")
     assert {"mono", "multi", "kd"} <= set(registry.strategies.names())
-    assert registry.teachers.names() == ["multi"]
+    assert registry.teachers.names() == ["foundation", "multi", "synthesis"]
+    assert registry.generators.names() == ["unet_generator"]
+    assert by_name["synthesis"].registered == {"strategies": ["synthesis"],
+                                               "teachers": ["synthesis"]}
+    assert by_name["foundation"].registered == {"teachers": ["foundation"]}
     assert registry.strategies.get("multi") is registry.teachers.get("multi")
     assert by_name["multi"].registered == {"strategies": ["multi"], "teachers": ["multi"]}
     assert registry.backbones.names() == ["nnunet"]

@@ -20,6 +20,11 @@ class Teacher(Component):
     kind: ClassVar[str] = "in-domain"
 
     @classmethod
-    def teacher_plan(cls, training: Modalities) -> ModalityPlan:
-        """The teacher trains on, and predicts from, every training modality."""
+    def teacher_plan(cls, training: Modalities, available: Modalities | None = None
+                     ) -> ModalityPlan:
+        """The teacher trains on, and predicts from, every training modality.
+
+        ``available`` is the student's subset: a teacher that reads only it (``synthesis``,
+        which completes its input with a generator) is one Job per subset.
+        """
         return ModalityPlan(training=training, evaluate=(training,))

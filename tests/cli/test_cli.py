@@ -33,7 +33,10 @@ def test_plugins_json_and_plugins_dir(tmp_path):
     names = {p["name"]: p for p in data["plugins"]}
     assert names["kd"]["registered"] == {"strategies": ["kd"]}
     assert names["phantom"]["registered"] == {"datasets": ["phantom"]}
-    assert set(data["components"]["strategies"]) == {"mono", "multi", "kd", "hemis", "uhved"}
+    assert set(data["components"]["strategies"]) == {"mono", "multi", "kd", "hemis", "uhved",
+                                                     "synthesis", "genkd"}
+    assert set(data["components"]["teachers"]) == {"multi", "synthesis", "foundation"}
+    assert set(data["components"]["generators"]) == {"unet_generator"}
     assert names["hetero_modal"]["registered"] == {"strategies": ["hemis", "uhved"]}
 
     (tmp_path / "extra.py").write_text(STRATEGY.format(name="extra"))

@@ -20,6 +20,8 @@ STRATEGIES = [
     {"name": "genkd", "label": "genkd_mixed", "hparams": {"teacher_input": "mixed"}},
     {"name": "genkd", "label": "genkd_mc", "hparams": {"mc_samples": 2}},
     {"name": "genkd", "label": "genkd_aug", "hparams": {"unlabelled_cases": 1}},
+    {"name": "genkd", "label": "genkd_ft", "teacher": "synthesis",
+     "teacher_hparams": {"fine_tune": True}, "hparams": {"teacher_input": "real"}},
 ]
 
 
@@ -67,9 +69,12 @@ def test_one_teacher_and_one_generator_serve_every_strategy(generative_grid):
     assert generator.depends_on == {"teacher": teacher.id}
     students = [j for j in plan.jobs if j.component in ("synthesis", "genkd")]
     assert len(students) == len(STRATEGIES)
-    assert all(j.depends_on == {"teacher": teacher.id, "generator": generator.id}
-               for j in students)
-    assert [len(w) for w in plan.waves()] == [1, 1, len(STRATEGIES)]
+    bridged = next(j for j in students if j.component == "synthesis" and j.hparams["fine_tune"])
+    assert "teacher of genkd_ft @ t1ce_only" in bridged.roles  # the same Job, both roles
+    for job in students:
+        expected = bridged.id if "strategy genkd_ft @ t1ce_only" in job.roles else teacher.id
+        assert job.depends_on == {"teacher": expected, "generator": generator.id}
+    assert [len(w) for w in plan.waves()] == [1, 1, len(STRATEGIES) - 1, 1]
     assert generator.modalities.evaluate == (("t1ce",),)
     assert set(generative_grid["runs"]) == {j.id for j in plan.jobs}  # all complete, once
 
