@@ -20,3 +20,25 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         [sys.executable, "-m", "kdbench", *args],
         capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, timeout=300,
     )
+
+
+def phantom_protocol(folder: Path, name: str, *, cases: int = 10, **fields: object) -> Path:
+    """The demo protocol on a small phantom (``cases`` at 32³, 2 test cases, N = 6, seed 0,
+    T1ce-only, 2 epochs of 2 iterations, Dice only), top-level keys replaced by ``fields``;
+    written to ``folder / f"{name}.yaml"``."""
+    import yaml
+
+    data = yaml.safe_load(DEMO.read_text())
+    data.update(
+        name=name,
+        dataset={"source": "phantom", "options": {"cases": cases, "shape": [32, 32, 32]}},
+        split={"test_size": 2, "validation_fraction": 0.25},
+        training_sizes=[6], seeds=[0],
+        scenarios=[{"name": "t1ce_only", "available": ["t1ce"]}],
+        training={"epochs": 2, "iterations_per_epoch": 2, "val_iterations": 1},
+        metrics=["dice"],
+    )
+    data.update(fields)
+    path = Path(folder) / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

@@ -8,8 +8,7 @@ import sys
 import time
 
 import pytest
-import yaml
-from helpers import DEMO, ROOT, run_cli
+from helpers import ROOT, phantom_protocol, run_cli
 
 from kdbench.engine.execute import RunSettings
 from kdbench.plan import build_plan
@@ -24,20 +23,10 @@ def grid(tmp_path_factory, registry):
     from kdbench.data.protocol_data import ensure_data
 
     root = tmp_path_factory.mktemp("runner")
-    data = yaml.safe_load(DEMO.read_text())
-    data.update(
-        name="runner_test",
-        dataset={"source": "phantom", "options": {"cases": 10, "shape": [32, 32, 32]}},
-        split={"test_size": 2, "validation_fraction": 0.25},
-        training_sizes=[6], seeds=[0],
-        scenarios=[{"name": "t1ce_only", "available": ["t1ce"]}],
+    path = phantom_protocol(
+        root, "runner_test",
         strategies=[{"name": "mono"}, {"name": "kd", "hparams": {"temperature": 4.0}}],
-        backbone={"name": "nnunet"},
-        training={"epochs": 2, "iterations_per_epoch": 2, "val_iterations": 1},
-        metrics=["dice", "hd95"],
-    )
-    path = root / "runner_test.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+        backbone={"name": "nnunet"}, metrics=["dice", "hd95"])
     protocol = load_protocol(path, registry)
     ensure_data(protocol, registry, root / "data")
     return {"root": root, "protocol": path, "plan": build_plan(protocol, registry)}

@@ -44,7 +44,8 @@ def test_five_faults_give_five_distinct_located_messages(registry, demo_data, wr
                        "seeds[1] (line {line}): Input should be a valid integer", "- one"),
         "unknown plugin": (lambda d: d["strategies"][2].update(name="kdd"),
                            "strategies[2].name (line {line}): unknown strategy 'kdd' "
-                           "(registered: hemis, kd, mono, multi, uhved); did you mean 'kd'?",
+                           "(registered: genkd, hemis, kd, mono, multi, synthesis, uhved); "
+                           "did you mean 'kd'?",
                            "- name: kdd"),
         "N above pool": (lambda d: d.update(training_sizes=[4, 8, 40]),
                          "training_sizes[2] (line {line}): N=40 is larger than the training pool "

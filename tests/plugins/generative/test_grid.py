@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import yaml
-from helpers import DEMO
+from helpers import phantom_protocol
 
 from kdbench.engine.execute import RunSettings
 from kdbench.plan import build_plan
@@ -31,22 +31,11 @@ def generative_grid(tmp_path_factory, registry):
     from kdbench.data.protocol_data import ensure_data
 
     root = tmp_path_factory.mktemp("generative")
-    data = yaml.safe_load(DEMO.read_text())
-    data.update(
-        name="generative_test",
-        dataset={"source": "phantom", "options": {"cases": 10, "shape": [32, 32, 32]}},
-        split={"test_size": 2, "validation_fraction": 0.25},
-        training_sizes=[6], seeds=[0],
-        scenarios=[{"name": "t1ce_only", "available": ["t1ce"]}],
-        strategies=STRATEGIES,
+    path = phantom_protocol(
+        root, "generative_test", strategies=STRATEGIES,
         backbone={"name": "nnunet", "options": {"patch_size": [16, 16, 16], "batch_size": 2,
                                                 "mirroring": False}},
-        training={"epochs": 2, "iterations_per_epoch": 2, "val_iterations": 1},
-        metrics=["dice"],
-    )
-    data["statistics"]["baseline"] = "synthesis"
-    path = root / "generative_test.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+        statistics={"baseline": "synthesis"})
     protocol = load_protocol(path, registry)
     ensure_data(protocol, registry, root / "data")
     plan = build_plan(protocol, registry)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-import yaml
-from helpers import DEMO
+from helpers import phantom_protocol
 
 from kdbench.engine.execute import RunSettings
 from kdbench.modalities import all_combinations, label, metric_suffix
@@ -18,23 +17,16 @@ from kdbench.tracking import COMPLETE, STATUS, Tracker
 
 
 def test_one_model_scored_on_every_subset(tmp_path, registry):
-    data = yaml.safe_load(DEMO.read_text())
-    data.update(
-        name="all_subsets_test",
-        dataset={"source": "phantom", "options": {"cases": 8, "shape": [32, 32, 32]}},
-        split={"test_size": 2, "validation_fraction": 0.25},
-        training_sizes=[4], seeds=[0],
+    path = phantom_protocol(
+        tmp_path, "all_subsets_test", cases=8, training_sizes=[4],
         scenarios=[{"name": "any", "available": "all"}],
         strategies=[{"name": "hemis"}, {"name": "uhved"}],
         backbone={"name": "nnunet", "options": {"patch_size": [16, 16, 16], "batch_size": 2,
                                                 "features_per_stage": [8, 16, 32],
                                                 "mirroring": False}},
         training={"epochs": 1, "iterations_per_epoch": 2, "val_iterations": 1},
-        metrics=["dice"],
         statistics={"baseline": "hemis"},
     )
-    path = tmp_path / "all.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
     settings = RunSettings(path, tmp_path / "data", tmp_path / "runs",
                            f"sqlite:///{tmp_path / 'mlflow.db'}")
     report = run_protocol(settings, registry)
