@@ -45,7 +45,7 @@ def generative_grid(tmp_path_factory, registry):
     runs = tracker.client.search_runs([tracker.experiment_id],
                                       filter_string=f"tags.`{STATUS}` = '{COMPLETE}'")
     return {"plan": plan, "report": report, "runs": {r.data.tags[JOB_ID]: r for r in runs},
-            "root": root}
+            "root": root, "uri": settings.tracking_uri}
 
 
 def test_one_teacher_and_one_generator_serve_every_strategy(generative_grid):
@@ -102,6 +102,9 @@ def test_frozen_synthesis_equals_the_generator_scoring(generative_grid):
             runs[generator.id].data.metrics[f"test_dice_{region}"], abs=1e-9)
     assert "train_loss" not in runs[frozen.id].data.metrics
     assert "train_loss" in runs[tuned.id].data.metrics
+    tracker = Tracker(plan, generative_grid["uri"])
+    first_lr = tracker.client.get_metric_history(runs[tuned.id].info.run_id, "learning_rate")[0]
+    assert first_lr.step == 0 and first_lr.value == pytest.approx(1e-3)  # fine_tune_lr
 
 
 def test_every_genkd_variant_logs_its_terms(generative_grid):
