@@ -184,16 +184,16 @@ class _Builder:
         generator's own ``scoring_teacher``."""
         subset = plan.evaluate[0] if len(plan.evaluate) == 1 else None
         deps: dict[str, str] = {}
-        if "teacher" in cls.requires:
+        requires = getattr(cls, "requires", ())  # a plain Teacher declares none
+        if "teacher" in requires:
             name, overrides = given.get("teacher", (None, {}))
             teacher = self.registry.teachers.get(name or cls.default_teacher)
             dep_plan = teacher.teacher_plan(scenario.training, subset)
             role = f"teacher of {where}"
             deps["teacher"] = self.add(
                 teacher, teacher.resolve_hparams(overrides), n, seed, dep_plan,
-                self._dependencies(teacher, {}, scenario, dep_plan, n, seed, role)
-                if getattr(teacher, "requires", ()) else {}, role)
-        if "generator" in cls.requires:
+                self._dependencies(teacher, {}, scenario, dep_plan, n, seed, role), role)
+        if "generator" in requires:
             name, overrides = given.get("generator", (None, {}))
             generator = self.registry.generators.get(name or cls.default_generator)
             if subset is None:

@@ -61,7 +61,7 @@ class GenerativeKD(Strategy):
     """Distillation through a generator: bridged teacher, Monte Carlo targets, augmentation."""
 
     name = "genkd"
-    version = "1"
+    version = "2"  # 2: the KL to probabilities through torch's BCE (no 1e-6 clamp)
     requires = ("teacher", "generator")
     default_teacher = "multi"
     default_generator = "unet_generator"
@@ -174,7 +174,7 @@ class GenerativeKD(Strategy):
         mode = self.hparams["teacher_input"]
         alpha = {"bridged": 1.0, "real": 0.0, "mixed": float(self.hparams["bridge_mix"])}[mode]
         temperature = float(self.hparams["temperature"])
-        distillation = 0.0
+        distillation: Any = 0.0
         if alpha < 1:
             real = [torch.sigmoid(t.float() / temperature) for t in self._real(batch, context)]
             terms["distill_real"] = self._distil(student, real, None, context)
@@ -192,8 +192,7 @@ class GenerativeKD(Strategy):
                                                        probs, agreement, context)
             loss = loss + (self.hparams["kd_weight"] * self.hparams["unlabelled_weight"]
                            * terms["distill_unlabelled"])
-        terms["distillation"] = distillation if torch.is_tensor(distillation) else \
-            torch.zeros((), device=terms["supervised"].device)
+        terms["distillation"] = distillation  # alpha in [0, 1]: at least one term above
         terms["loss"] = loss
         return terms
 

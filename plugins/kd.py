@@ -44,14 +44,18 @@ def binary_kl(student_logits: Any, teacher_logits: Any, temperature: float) -> A
 def binary_kl_to(student_logits: Any, teacher_probs: Any, temperature: float,
                  weight: Any = None) -> Any:
     """:func:`binary_kl` against tempered teacher *probabilities* (e.g. an average over
-    samples), each voxel's term multiplied by ``weight`` (broadcast) before the mean."""
+    samples), each voxel's term multiplied by ``weight`` (broadcast) before the mean.
+
+    KL(p || q) = BCE(q, p) - H(p): torch's binary cross-entropy on the student's logits, minus
+    the teacher's entropy through ``xlogy`` (exact at p = 0 and 1, no clamping).
+    """
+    import torch
     import torch.nn.functional as F
 
-    eps = 1e-6
-    s = student_logits.float() / temperature
-    p_t = teacher_probs.float().clamp(eps, 1 - eps)
-    kl = (p_t * (p_t.log() - F.logsigmoid(s))
-          + (1 - p_t) * ((1 - p_t).log() - F.logsigmoid(-s)))
+    p_t = teacher_probs.float()
+    cross = F.binary_cross_entropy_with_logits(student_logits.float() / temperature, p_t,
+                                               reduction="none")
+    kl = cross + torch.special.xlogy(p_t, p_t) + torch.special.xlogy(1 - p_t, 1 - p_t)
     if weight is not None:
         kl = kl * weight
     return kl.mean() * temperature**2

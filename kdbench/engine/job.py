@@ -111,7 +111,7 @@ def unlabelled_pool(plan: Plan, data: ProtocolData, seed: int) -> tuple[str, ...
 
 def _check_cases(job: Job, chosen: tuple[str, ...], allowed: tuple[str, ...], hook: str,
                  where: str) -> None:
-    outside = [c for c in chosen if c not in set(allowed)]
+    outside = sorted(set(chosen) - set(allowed))
     if outside:
         raise KdbenchError(f"Job {job.id} ({job.component}): {hook} chose cases outside "
                            f"{where}: {outside[:5]}; a strategy may only narrow them")
@@ -149,10 +149,10 @@ def run_job(
     subset = data.splits.subset(job.n, job.seed)
     training = protocol.training
     train_cases = tuple(strategy.training_cases(subset.train))
-    unlabelled = tuple(strategy.unlabelled_cases(unlabelled_pool(plan, data, job.seed)))
+    pool = unlabelled_pool(plan, data, job.seed)
+    unlabelled = tuple(strategy.unlabelled_cases(pool))
     _check_cases(job, train_cases, subset.train, "training_cases", "its training subset")
-    _check_cases(job, unlabelled, unlabelled_pool(plan, data, job.seed), "unlabelled_cases",
-                 "the unlabelled pool")
+    _check_cases(job, unlabelled, pool, "unlabelled_cases", "the unlabelled pool")
     result = backbone.train(TrainRequest(
         strategy=strategy,
         dataset=data.dataset,

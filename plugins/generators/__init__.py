@@ -155,14 +155,11 @@ class UNetGenerator(Strategy, Generator):
             terms["ssim"] = ssim_loss(fake, real)
         return terms
 
-    def _pair(self, inputs: Any, missing: Any) -> Any:
-        return self.complete(inputs, missing)  # the discriminator sees every training channel
-
     def _adversarial(self, discriminator: Any, inputs: Any, fake: Any) -> Any:
         from monai.losses import PatchAdversarialLoss
 
         criterion = PatchAdversarialLoss(criterion="bce")
-        return criterion(discriminator(self._pair(inputs, fake))[-1], target_is_real=True,
+        return criterion(discriminator(self.complete(inputs, fake))[-1], target_is_real=True,
                          for_discriminator=False)
 
     def _update_discriminator(self, discriminator: Any, inputs: Any, fake: Any, real: Any
@@ -179,8 +176,8 @@ class UNetGenerator(Strategy, Generator):
         discriminator.requires_grad_(True)
         try:
             with torch.enable_grad():
-                real_score = discriminator(self._pair(inputs, real))[-1].float()
-                fake_score = discriminator(self._pair(inputs, fake.detach()))[-1].float()
+                real_score = discriminator(self.complete(inputs, real))[-1].float()
+                fake_score = discriminator(self.complete(inputs, fake.detach()))[-1].float()
                 loss = 0.5 * (criterion(real_score, target_is_real=True, for_discriminator=True)
                               + criterion(fake_score, target_is_real=False,
                                           for_discriminator=True))

@@ -94,10 +94,10 @@ def train(request: TrainRequest) -> TrainResult:
                             nnUNet_n_proc_DA=str(request.data_workers)), \
             open(output_dir / "nnunet_console.log", "a") as console, \
             contextlib.redirect_stdout(console):
-        teacher, generator = (
-            None if trained is None
-            else load_model(trained, request.dataset, request.options, request.device)
-            for trained in (request.teacher, request.generator))
+        needed = {role: trained for role, trained in
+                  (("teacher", request.teacher), ("generator", request.generator)) if trained}
+        loaded = {role: load_model(trained, request.dataset, request.options, request.device)
+                  for role, trained in needed.items()}
         seed_everything(request.seed)
         if request.device.startswith("cuda"):
             # as nnUNetv2_train does: cuDNN autotuning (CPU runs stay deterministic)
@@ -120,13 +120,11 @@ def train(request: TrainRequest) -> TrainResult:
             validate_every=request.budget.validate_every,
             checkpoint_every=request.budget.checkpoint_every,
             compile=request.compile,
-            teacher=teacher,
+            teacher=loaded.get("teacher"),
             teacher_modalities=(request.teacher.strategy.input_modalities()
                                 if request.teacher else ()),
-            generator=generator,
-            dependencies={role: trained.strategy for role, trained in
-                          (("teacher", request.teacher), ("generator", request.generator))
-                          if trained is not None},
+            generator=loaded.get("generator"),
+            dependencies={role: trained.strategy for role, trained in needed.items()},
             unlabelled_cases=tuple(request.unlabelled_cases),
             initial_lr=request.budget.initial_lr,
             training_modalities=request.strategy.plan.training,

@@ -172,12 +172,12 @@ class KdbenchTrainer(nnUNetTrainer):
         for a model that does not segment, the strategy's validation terms (no pseudo-Dice:
         its counts are zero, so nnU-Net's Dice is NaN)."""
         data = batch["data"]
+        strategy = self.settings.strategy
+        if type(strategy).validation_terms is Strategy.validation_terms:
+            return super().validation_step({**batch, "data": data[:, self._input_idx]})
         inputs = data[:, self._input_idx].to(self.device, non_blocking=True)
         probe = StepBatch(inputs, data[:, self._privileged_idx].to(self.device),
                           batch["target"], self.settings.training_modalities)
-        strategy = self.settings.strategy
-        if type(strategy).validation_terms is Strategy.validation_terms:
-            return super().validation_step({**batch, "data": inputs})
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             terms = strategy.validation_terms(self.network(inputs), probe, self.context)
         assert terms is not None
