@@ -8,26 +8,40 @@ confidence intervals and paired tests over cases, is ``kdbench report``'s work; 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 from kdbench.modalities import label
+from kdbench.plan import Job
 from kdbench.tracking import COMPLETE, JOB_ID, STATUS, Tracker, summary_metric_key
 
 REGIONS = ("WT", "TC", "ET")
 KEYS = ["scenario", "subset", "strategy", "N"]
 
 
-def seed_dice(tracker: Tracker) -> pd.DataFrame:
-    """One row per (scenario, subset, strategy, N, seed): the mean test Dice of each region.
+class ScoredRow(NamedTuple):
+    """One complete run seen as one strategy's result on one subset (see :func:`scored_rows`)."""
 
-    ``subset`` is the modalities available at inference the row answers for: each subset a
-    Job is scored on (HeMIS and U-HVED: every subset of the scenario); for a Job scored once in
-    a one-subset scenario, the scenario's subset (so the upper bound ``multi``, which reads
-    every modality, sits on the same row as the strategies it bounds). A Job that serves
-    several scenarios appears in each. Only the Jobs of the tracker's plan count: runs of Jobs
-    an edited protocol no longer has stay in the experiment but not in these tables.
+    run: Any
+    job: Job
+    strategy: str
+    scenario: str
+    shown: str
+    scored: tuple[str, ...] | None
+
+
+def scored_rows(tracker: Tracker) -> Iterator[ScoredRow]:
+    """Every (complete run, strategy role, subset) of the tracker's plan that a table shows.
+
+    ``shown`` is the modalities available at inference the row answers for: each subset a Job
+    is scored on (HeMIS and U-HVED: every subset of the scenario); for a Job scored once in a
+    one-subset scenario, the scenario's subset (so the upper bound ``multi``, which reads every
+    modality, sits on the same row as the strategies it bounds). ``scored`` is the subset as the
+    Job's record names it (``None`` for a Job scored once). A Job that serves several scenarios
+    appears in each. Only the Jobs of the tracker's plan count: runs of Jobs an edited protocol
+    no longer has stay in the experiment but not in these tables.
     """
     plan = tracker.plan
     jobs = {job.id: job for job in plan.jobs}
@@ -35,27 +49,34 @@ def seed_dice(tracker: Tracker) -> pd.DataFrame:
     runs = tracker.client.search_runs([tracker.experiment_id],
                                       filter_string=f"tags.`{STATUS}` = '{COMPLETE}'",
                                       max_results=50000)
-    rows: list[dict[str, Any]] = []
-    for run in runs:
-        tags, metrics = run.data.tags, run.data.metrics
-        job = jobs.get(tags.get(JOB_ID, ""))
+    for run in sorted(runs, key=lambda r: r.data.tags.get(JOB_ID, "")):
+        job = jobs.get(run.data.tags.get(JOB_ID, ""))
         if job is None:
             continue
         evaluated = job.modalities.evaluate
-        for role in tags.get("kdbench.roles", "").split("; "):
+        for role in run.data.tags.get("kdbench.roles", "").split("; "):
             if not role.startswith("strategy "):
                 continue
             name, _, scenario = role.removeprefix("strategy ").partition(" @ ")
             for subset in evaluated:
-                scored = subset if len(evaluated) > 1 else None
                 shown = subset
                 if len(evaluated) == 1 and len(scenarios.get(scenario, ())) == 1:
                     shown = scenarios[scenario][0]
-                row = {"scenario": scenario, "subset": label(shown), "strategy": name,
-                       "N": job.n, "seed": job.seed}
-                for region in REGIONS:
-                    row[region] = metrics.get(summary_metric_key("dice", region, scored))
-                rows.append(row)
+                yield ScoredRow(run, job, name, scenario, label(shown),
+                                subset if len(evaluated) > 1 else None)
+
+
+def seed_dice(tracker: Tracker) -> pd.DataFrame:
+    """One row per (scenario, subset, strategy, N, seed): the mean test Dice of each region
+    (rows as :func:`scored_rows`)."""
+    rows: list[dict[str, Any]] = []
+    for row in scored_rows(tracker):
+        metrics = row.run.data.metrics
+        record = {"scenario": row.scenario, "subset": row.shown, "strategy": row.strategy,
+                  "N": row.job.n, "seed": row.job.seed}
+        for region in REGIONS:
+            record[region] = metrics.get(summary_metric_key("dice", region, row.scored))
+        rows.append(record)
     return pd.DataFrame(rows, columns=[*KEYS, "seed", *REGIONS])
 
 

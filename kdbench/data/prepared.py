@@ -39,12 +39,19 @@ class PreparedDataset:
         cases = {c["id"]: c["metadata"] for c in listing["cases"]}
         return cls(path, marker, dict(sorted(cases.items())))
 
+    def _listing(self) -> dict[str, dict[str, Any]]:
+        if not hasattr(self, "_files"):
+            listing = json.loads((self.path / CASES).read_text())
+            object.__setattr__(self, "_files", {c["id"]: c for c in listing["cases"]})
+        return self._files
+
     def reference(self, case_id: str) -> Path:
         """The case's segmentation in the source release (the reference for scoring)."""
-        if not hasattr(self, "_labels"):
-            listing = json.loads((self.path / CASES).read_text())
-            object.__setattr__(self, "_labels", {c["id"]: c["label"] for c in listing["cases"]})
-        return Path(self.marker["source"]) / self._labels[case_id]
+        return Path(self.marker["source"]) / self._listing()[case_id]["label"]
+
+    def image(self, case_id: str, modality: str) -> Path:
+        """The case's image of ``modality`` in the source release."""
+        return Path(self.marker["source"]) / self._listing()[case_id]["images"][modality]
 
     @property
     def name(self) -> str:

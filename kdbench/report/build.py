@@ -1,0 +1,273 @@
+"""``kdbench report``: from a protocol's complete MLflow runs to
+``reports/<protocol>/<date>_<short-commit>/``.
+
+The folder holds ``index.html`` (jinja2 templates), ``results.json`` (every number, machine
+readable), ``per_case.csv`` (the tidy table it was computed from), ``tables/`` (Markdown,
+LaTeX, CSV) and ``figures/`` (PNG, SVG). It is written beside its final place and moved there
+in one rename, so a crash never leaves half a report; rerunning on the same day and commit
+replaces that day's report. The same records always give the same bytes (the date aside).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kdbench import __version__
+from kdbench.errors import KdbenchError
+from kdbench.registry import Registry
+
+
+@dataclass
+class ReportSettings:
+    """What ``kdbench report`` reads and where it writes."""
+
+    protocol_path: Path
+    data_dir: Path = Path("data")
+    runs_dir: Path = Path("runs")
+    tracking_uri: str | None = None
+    reports_dir: Path = Path("reports")
+    output: Path | None = None  # the folder itself (default <reports>/<protocol>/<date>_<sha>)
+    date: str | None = None  # YYYY-MM-DD (default: today, UTC)
+    plugins_dirs: list[Path] = field(default_factory=list)
+
+
+def write_report(settings: ReportSettings, registry: Registry | None = None) -> Path:
+    """Write the report of a protocol; return its ``index.html``.
+
+    Raises:
+        KdbenchError: no complete run of the protocol in the tracking store (the message names
+            the store and the command that makes them), or an unreadable record.
+    """
+    from kdbench.plan import build_plan
+    from kdbench.plugin_manager import load_plugins
+    from kdbench.protocol import load_protocol
+    from kdbench.report.analysis import Settings, analyse
+    from kdbench.report.records import per_case_table
+    from kdbench.tracking import Tracker, default_tracking_uri, git_commit
+
+    registry = registry or load_plugins(settings.plugins_dirs)
+    protocol = load_protocol(settings.protocol_path, registry)
+    plan = build_plan(protocol, registry)
+    uri = settings.tracking_uri or default_tracking_uri()
+    tracker = Tracker(plan, uri)
+    per_case = per_case_table(tracker)
+    if per_case.empty:
+        raise KdbenchError(f"protocol {protocol.name!r} has no complete run in {uri}; run "
+                           f"`kdbench run {settings.protocol_path}` first (or pass the "
+                           "--tracking-uri it ran with)")
+    stats = protocol.statistics
+    directions = {name: bool(registry.metrics.get(name).higher_is_better)
+                  for name in registry.metrics.names()
+                  if getattr(registry.metrics.get(name), "higher_is_better", None) is not None}
+    analysis = analyse(per_case, Settings(stats.baseline, stats.test, stats.correction,
+                                          stats.alpha, stats.bootstrap, directions),
+                       [s.key for s in protocol.strategies])
+    date = settings.date or dt.datetime.now(dt.UTC).date().isoformat()
+    commit = git_commit()
+    target = settings.output or (Path(settings.reports_dir) / protocol.name
+                                 / f"{date}_{commit}")
+    context = {"protocol": protocol, "date": date, "commit": commit, "version": __version__,
+               "tracking_uri": uri, "records": _records(per_case)}
+    staging = target.parent / f".{target.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _write(staging, analysis, context, settings, plan, registry)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _replace(staging, target)
+    return target / "index.html"
+
+
+def _records(per_case: pd.DataFrame) -> dict[str, int]:
+    return {"runs": int(per_case["run_id"].nunique()), "jobs": int(per_case["job_id"].nunique()),
+            "cases": int(per_case["case"].nunique()), "rows": int(len(per_case))}
+
+
+def _replace(staging: Path, target: Path) -> None:
+    old = target.parent / f".{target.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write(folder: Path, analysis: Any, context: dict[str, Any], settings: ReportSettings,
+           plan: Any, registry: Registry) -> None:
+    from kdbench.report import figures
+    from kdbench.report.tables import main_tables, subset_tables
+
+    protocol = context["protocol"]
+    analysis.per_case.to_csv(folder / "per_case.csv", index=False, lineterminator="\n")
+    tables_dir, figures_dir = folder / "tables", folder / "figures"
+    tables = main_tables(analysis)
+    subsets = subset_tables(analysis, {s.name: len(s.subsets()) for s in protocol.scenarios})
+    for table in tables + subsets:
+        table.write(tables_dir)
+    results = results_json(analysis, context)
+    for name, rows in _flat_tables(results).items():
+        frame = pd.DataFrame(rows)
+        for column in ("n_star", "n_star_after", "n_star_model"):
+            if column in frame:
+                frame[column] = frame[column].astype("Int64")
+        frame.to_csv(tables_dir / f"{name}.csv", index=False, lineterminator="\n")
+    sections = []
+    views = analysis.summary[["scenario", "subset"]].drop_duplicates()
+    dataset, convention = _dataset(protocol, registry, settings.data_dir)
+    with figures.plotting():
+        for scenario, subset in views.itertuples(index=False):
+            section = {"scenario": scenario, "subset": subset, "figures": [],
+                       "tables": [t for t in tables if t.name.startswith(
+                           f"table_{scenario}_{subset.replace('+', '-')}_")],
+                       "benefit": [r for r in results["benefit"]
+                                   if r["scenario"] == scenario and r["subset"] == subset],
+                       "friedman": [r for r in results["friedman"]
+                                    if r["scenario"] == scenario and r["subset"] == subset],
+                       "versus": [r for r in results["tests"] if r["family"] == "baseline"
+                                  and r["scenario"] == scenario and r["subset"] == subset]}
+            stem = f"{scenario}_{subset.replace('+', '-')}"
+            made = [(f"learning_curve_{stem}_{metric}", figures.learning_curves(
+                analysis, scenario, subset, metric), f"Learning curves ({metric})")
+                for metric in ("dice", "hd95")
+                if ((analysis.summary["scenario"] == scenario)
+                    & (analysis.summary["subset"] == subset)
+                    & (analysis.summary["metric"] == metric)).any()]
+            made += [(f"gain_{stem}", figures.gain_curves(analysis, scenario, subset),
+                      "Gain over the baseline vs N"),
+                     (f"rank_stability_{stem}", figures.rank_stability_plot(
+                         analysis, scenario, subset), "Rank stability (bootstrap)"),
+                     (f"critical_difference_{stem}", figures.cd_diagrams(
+                         analysis, scenario, subset), "Critical-difference diagrams")]
+            if dataset is not None:
+                from kdbench.report.qualitative import panels
+
+                slices, caption = panels(analysis, scenario, subset, settings.runs_dir,
+                                         protocol.name, dataset, convention)
+                if slices:
+                    made.append((f"qualitative_{stem}", figures.qualitative(
+                        slices, [s for s in analysis.strategies
+                                 if s in slices[0]["predictions"]], caption),
+                        "Qualitative: " + caption))
+                else:
+                    section["qualitative_missing"] = caption
+            else:
+                section["qualitative_missing"] = "the prepared dataset is not on this machine"
+            for name, fig, title in made:
+                if fig is not None:
+                    figures.save(fig, figures_dir, name)
+                    section["figures"].append({"name": name, "title": title})
+            sections.append(section)
+    (folder / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True,
+                                                    ensure_ascii=False) + "\n")
+    from kdbench.report.html import render
+
+    (folder / "index.html").write_text(render(context, analysis, sections, subsets))
+
+
+def _flat_tables(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The CSV files of ``tables/``: results.json's lists, nested values spread into columns
+    (mappings) or their own file (the benefit analysis per N)."""
+    group = ("scenario", "subset", "N", "region", "metric")
+    friedman = [{**{k: r[k] for k in (*group, "statistic", "p", "cases",
+                                      "critical_difference")},
+                 **{f"mean_rank_{s}": v for s, v in r["mean_ranks"].items()}}
+                for r in results["friedman"]]
+    stability = [{**{k: r[k] for k in (*group, "kendall_tau_median")}, "strategy": s,
+                  "rank": r["ranking"][s], "share_first": r["first"][s],
+                  **{f"share_rank_{k}": v for k, v in r["rank_shares"][s].items()}}
+                 for r in results["rank_stability"] for s in r["ranking"]]
+    benefit = [{k: v for k, v in r.items() if k not in ("per_n", "n_star_bootstrap_shares",
+                                                        "n_star_interval")}
+               | {"n_star_interval_low": r["n_star_interval"][0],
+                  "n_star_interval_high": r["n_star_interval"][1]}
+               | {f"n_star_share_{k}": v for k, v in r["n_star_bootstrap_shares"].items()}
+               for r in results["benefit"]]
+    per_n = [{k: r[k] for k in ("scenario", "subset", "strategy", "region")} | row
+             for r in results["benefit"] for row in r["per_n"]]
+    return {"summary": results["summary"], "tests": results["tests"], "friedman": friedman,
+            "rank_stability": stability, "benefit": benefit, "benefit_per_n": per_n}
+
+
+def _dataset(protocol: Any, registry: Registry, data_dir: Path) -> tuple[Any, str]:
+    """The prepared dataset (for the qualitative figure), if it is on this machine."""
+    from kdbench.data.prepared import PreparedDataset
+    from kdbench.data.protocol_data import dataset_name
+
+    path = Path(data_dir) / dataset_name(protocol, registry)
+    try:
+        dataset = PreparedDataset.open(path)
+    except KdbenchError:
+        return None, ""
+    return dataset, dataset.marker["label_convention"]
+
+
+def _clean(value: Any) -> Any:
+    """JSON-ready: numpy scalars to Python, NaN/inf to ``None``, floats to 10 significant
+    digits (the last bits of a float differ between BLAS builds; the report should not)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else float(f"{value:.10g}")
+    return value
+
+
+def results_json(analysis: Any, context: dict[str, Any]) -> dict[str, Any]:
+    """Every number of the report, plain JSON."""
+    protocol = context["protocol"]
+    settings = analysis.settings
+    friedman = []
+    for key, result in analysis.friedman.items():
+        friedman.append({**dict(zip(("scenario", "subset", "N", "region", "metric"), key,
+                                    strict=True)),
+                         "statistic": result.statistic, "p": result.p, "cases": result.cases,
+                         "mean_ranks": result.ranks,
+                         "critical_difference": result.critical_difference,
+                         "nemenyi_p": result.nemenyi.to_dict()})
+    stability = []
+    for key, result in analysis.stability.items():
+        stability.append({**dict(zip(("scenario", "subset", "N", "region", "metric"), key,
+                                     strict=True)),
+                          "ranking": result.ranking, "first": result.first,
+                          "kendall_tau_median": result.kendall_tau_median,
+                          "rank_shares": {s: {str(r): v for r, v in row.items()}
+                                          for s, row in result.frequencies.iterrows()}})
+    benefit = []
+    for (scenario, subset, strategy, region), result in analysis.benefit.items():
+        benefit.append({
+            "scenario": scenario, "subset": subset, "strategy": strategy,
+            "baseline": settings.baseline, "region": region, "metric": "dice",
+            "slope_per_doubling": None if result.slope is None else result.slope.estimate,
+            "slope_low": None if result.slope is None else result.slope.low,
+            "slope_high": None if result.slope is None else result.slope.high,
+            "slope_p": result.slope_p, "model": result.model_note,
+            "n_star": result.n_star, "n_star_after": result.n_star_after,
+            "n_star_label": result.n_star_label(), "n_star_model": result.n_star_model,
+            "n_star_bootstrap_shares": result.n_star_shares,
+            "n_star_interval": list(result.n_star_interval),
+            "per_n": result.per_n.to_dict(orient="records")})
+    return _clean({
+        "protocol": {"name": protocol.name, "version": protocol.version},
+        "generated": context["date"], "commit": context["commit"],
+        "kdbench_version": context["version"], "records": context["records"],
+        "statistics": {"baseline": settings.baseline, "test": settings.test,
+                       "correction": settings.correction, "alpha": settings.alpha,
+                       "bootstrap": settings.resamples},
+        "strategies": analysis.strategies,
+        "summary": analysis.summary.to_dict(orient="records"),
+        "tests": analysis.tests.to_dict(orient="records"),
+        "friedman": friedman, "rank_stability": stability, "benefit": benefit,
+    })
