@@ -18,12 +18,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -e ".[test]"
 	@touch $(STAMP)
 
-# The whole pipeline on the synthetic default (grows with the training and report issues).
+# The whole pipeline on the synthetic default, ending with its report (the path of its
+# index.html is the last line printed).
 demo: install
 	$(VENV)/bin/kdbench protocol validate protocols/demo.yaml
 	$(VENV)/bin/kdbench data prepare --protocol protocols/demo.yaml
 	$(VENV)/bin/kdbench plan protocols/demo.yaml
 	$(VENV)/bin/kdbench run protocols/demo.yaml --executor local --jobs 2
+	$(VENV)/bin/kdbench report protocols/demo.yaml
 
 test: install
 	$(PY) -m pytest -m "not slow"

@@ -21,6 +21,7 @@ from kdbench.components import (
     Metric,
     ModalityPlan,
     Reporter,
+    ReportSection,
     Strategy,
     Teacher,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "ModalityPlan",
     "PluginError",
     "ProtocolError",
+    "ReportSection",
     "Reporter",
     "Strategy",
     "Teacher",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 from helpers import ROOT, phantom_protocol, run_cli
 
@@ -87,6 +88,35 @@ def test_run_twice_does_no_work_the_second_time(grid, registry):
     gain_rows = out.stdout.split("Gain over mono")[1]
     assert f"{gain:+.3f}" in next(line for line in gain_rows.splitlines() if " kd " in line)
     assert len(_complete_runs(grid, settings)[1]) == len(runs)
+
+
+def test_report_of_the_trained_grid(grid, registry, tmp_path):
+    """The report of real Jobs: its numbers are the engine's summary metrics, and the
+    qualitative figure reads their predictions (one N, one seed, two strategies: no trend, no
+    Friedman, and the report says so rather than failing)."""
+    import json
+
+    from kdbench.report.build import ReportSettings, write_report
+
+    settings = _settings(grid, "whole")
+    run_protocol(settings, registry)  # complete already when run in order; else trains
+    index = write_report(ReportSettings(settings.protocol_path, settings.data_dir,
+                                        settings.runs_dir, settings.tracking_uri,
+                                        output=tmp_path / "report"), registry)
+    tracker, runs = _complete_runs(grid, settings)
+    results = json.loads((index.parent / "results.json").read_text())
+    summary = pd.DataFrame(results["summary"])
+    for run in runs:
+        strategy = run.data.tags["kdbench.component"]
+        if strategy == "multi":
+            continue  # kd's teacher only
+        for region in ("WT", "TC", "ET"):
+            row = summary[(summary["strategy"] == strategy) & (summary["region"] == region)
+                          & (summary["metric"] == "dice")].iloc[0]
+            assert row["mean"] == pytest.approx(run.data.metrics[f"test_dice_{region}"])
+    assert (index.parent / "figures" / "qualitative_t1ce_only_t1ce.png").stat().st_size > 5000
+    assert results["benefit"][0]["model"] == "one training size: no trend to fit"
+    assert results["friedman"] == []
 
 
 def test_killed_run_finishes_with_one_complete_run_per_job(grid, registry):

@@ -7,7 +7,7 @@ from kdbench.components.executor import Executor, JobLauncher
 from kdbench.components.generator import Generator
 from kdbench.components.hparams import HParam
 from kdbench.components.metric import Metric
-from kdbench.components.reporter import Reporter
+from kdbench.components.reporter import Reporter, ReportSection
 from kdbench.components.strategy import ModalityPlan, Strategy
 from kdbench.components.teacher import Teacher
 
@@ -23,6 +23,7 @@ __all__ = [
     "JobLauncher",
     "Metric",
     "ModalityPlan",
+    "ReportSection",
     "Reporter",
     "Strategy",
     "Teacher",

@@ -167,11 +167,42 @@ def _write(folder: Path, analysis: Any, context: dict[str, Any], settings: Repor
                     figures.save(fig, figures_dir, name)
                     section["figures"].append({"name": name, "title": title})
             sections.append(section)
+        extra = _plugin_sections(analysis, registry, tables_dir, figures_dir)
     (folder / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True,
                                                     ensure_ascii=False) + "\n")
     from kdbench.report.html import render
 
-    (folder / "index.html").write_text(render(context, analysis, sections, subsets))
+    (folder / "index.html").write_text(render(context, analysis, sections, subsets, extra))
+
+
+def _plugin_sections(analysis: Any, registry: Registry, tables_dir: Path, figures_dir: Path
+                     ) -> list[dict[str, Any]]:
+    """The sections of the registered reporters, in name order, their files written."""
+    from kdbench.components.reporter import ReportSection
+    from kdbench.report import figures
+    from kdbench.report.tables import Table
+
+    out = []
+    for name in sorted(registry.reporters.names()):
+        where = registry.reporters.entry(name).where
+        section = registry.reporters.get(name)().section(analysis)
+        if section is None:
+            continue
+        if not isinstance(section, ReportSection) or not all(
+                isinstance(t, Table) for t in section.tables):
+            raise KdbenchError(
+                f"reporter {name!r} ({where}) returned {type(section).__name__} from "
+                "section(); return a kdbench.ReportSection whose tables are "
+                "kdbench.report.tables.Table objects, or None")
+        for table in section.tables:
+            table.write(tables_dir)
+        shown = []
+        for stem, fig, caption in section.figures:
+            figures.save(fig, figures_dir, f"{name}_{stem}")
+            shown.append({"name": f"{name}_{stem}", "title": caption})
+        out.append({"reporter": name, "title": section.title, "text": section.text,
+                    "tables": section.tables, "figures": shown})
+    return out
 
 
 def _flat_tables(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

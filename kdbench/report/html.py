@@ -35,8 +35,8 @@ def environment() -> Any:
 
 
 def render(context: dict[str, Any], analysis: Analysis, sections: list[dict[str, Any]],
-           subset_tables: list[Any]) -> str:
+           subset_tables: list[Any], plugin_sections: list[dict[str, Any]]) -> str:
     """The whole page."""
     return environment().get_template("index.html.j2").render(
         **context, settings=analysis.settings, strategies=analysis.strategies,
-        sections=sections, subset_tables=subset_tables)
+        sections=sections, subset_tables=subset_tables, plugin_sections=plugin_sections)

@@ -1,0 +1,250 @@
+"""``kdbench report`` end to end: records with known effects in a real MLflow store (SQLite),
+the report folder, byte-identical reruns, the page in a headless browser, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import phantom_protocol, run_cli
+from report.browser import find_or_install_chromium, load_page
+
+from kdbench.plan import build_plan
+from kdbench.protocol import load_protocol
+from kdbench.report.analysis import Settings, analyse
+from kdbench.report.build import ReportSettings, write_report
+from kdbench.report.tables import subset_tables
+from kdbench.tracking import Tracker
+
+CASES = [f"BraTS2021_{i:05d}" for i in range(12)]
+EFFECT = {"mono": 0.0, "kd": 0.06, "hemis": -0.1}
+
+
+def _values(strategy: str, n: int, seed: int, metric: str, rng: np.random.Generator):
+    base = np.linspace(0.45, 0.75, len(CASES)) + 0.05 * np.log2(n)
+    dice = np.clip(base + EFFECT[strategy] + rng.normal(0, 0.02, len(CASES)), 0, 1)
+    return dice if metric == "dice" else 60 * (1 - dice) + 2
+
+
+def record(plan, uri: str, folder) -> Tracker:
+    """A complete MLflow run with a per-case table for every strategy Job of ``plan`` (no
+    training: the values have known effects), written as the engine writes them."""
+    tracker = Tracker(plan, uri)
+    rng = np.random.default_rng(0)
+    for job in plan.jobs:
+        if not any(r.startswith("strategy ") for r in job.roles):
+            continue
+        rows = []
+        for subset in job.modalities.evaluate:
+            for region in ("WT", "TC", "ET"):
+                for metric in ("dice", "hd95"):
+                    for case, value in zip(CASES, _values(job.component, job.n, job.seed,
+                                                          metric, rng), strict=True):
+                        rows.append({"subset": "+".join(subset), "case": case,
+                                     "region": region, "metric": metric, "value": value})
+        table = folder / job.id / "per_case.csv"
+        table.parent.mkdir(parents=True)
+        pd.DataFrame(rows).to_csv(table, index=False)
+        run_id = tracker.start(job, split_hash="test", dependency_runs={})
+        tracker.finish(run_id, [table], {})
+    return tracker
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, registry):
+    root = tmp_path_factory.mktemp("report")
+    path = phantom_protocol(
+        root, "report_test", cases=30, training_sizes=[4, 8, 16], seeds=[0, 1],
+        strategies=[{"name": "mono"}, {"name": "kd"}, {"name": "hemis"}],
+        metrics=["dice", "hd95"], split={"test_size": 12, "validation_fraction": 0.25},
+        statistics={"baseline": "mono", "bootstrap": 200})
+    plan = build_plan(load_protocol(path, registry), registry)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    tracker = record(plan, uri, root / "tables")
+    # a crashed attempt: a run that never completed must not count
+    crashed = tracker.start(plan.jobs[-1], split_hash="test", dependency_runs={})
+    tracker.client.log_metric(crashed, "test_dice_WT", 0.0)
+    return {"root": root, "protocol": path, "uri": uri, "plan": plan}
+
+
+@pytest.fixture(scope="module")
+def report(recorded, registry):
+    settings = ReportSettings(recorded["protocol"], recorded["root"] / "data",
+                              recorded["root"] / "runs", recorded["uri"],
+                              recorded["root"] / "reports", date="2026-11-29")
+    return write_report(settings, registry)
+
+
+def test_report_folder_holds_every_table_and_figure(report, recorded):
+    folder = report.parent
+    assert folder.parent == recorded["root"] / "reports" / "report_test"
+    assert folder.name.startswith("2026-11-29_")
+    for ext in ("md", "tex", "csv"):
+        for metric in ("dice", "hd95"):
+            assert (folder / "tables" / f"table_t1ce_only_t1ce_{metric}.{ext}").is_file()
+    for name in ("summary", "tests", "friedman", "rank_stability", "benefit", "benefit_per_n"):
+        assert (folder / "tables" / f"{name}.csv").is_file()
+    for figure in ("learning_curve_t1ce_only_t1ce_dice", "learning_curve_t1ce_only_t1ce_hd95",
+                   "gain_t1ce_only_t1ce", "rank_stability_t1ce_only_t1ce",
+                   "critical_difference_t1ce_only_t1ce"):
+        for ext in ("png", "svg"):
+            assert (folder / "figures" / f"{figure}.{ext}").stat().st_size > 1000, figure
+    html = report.read_text()
+    assert "No qualitative figure" in html  # no prepared dataset nor predictions here
+    tex = (folder / "tables" / "table_t1ce_only_t1ce_dice.tex").read_text()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+
+
+def test_report_numbers_come_from_complete_runs(report, recorded):
+    results = json.loads((report.parent / "results.json").read_text())
+    assert results["records"]["runs"] == 18  # 3 strategies x 3 N x 2 seeds; not the crash
+    summary = pd.DataFrame(results["summary"])
+    per_case = pd.read_csv(report.parent / "per_case.csv")
+    assert set(per_case.columns) >= {"strategy", "N", "seed", "scenario", "subset", "case",
+                                     "region", "metric", "value"}
+    # the table's mean is the mean over cases of the seed-averaged values
+    cell = per_case[(per_case["strategy"] == "kd") & (per_case["N"] == 8)
+                    & (per_case["region"] == "TC") & (per_case["metric"] == "dice")]
+    row = summary[(summary["strategy"] == "kd") & (summary["N"] == 8)
+                  & (summary["region"] == "TC") & (summary["metric"] == "dice")].iloc[0]
+    assert row["mean"] == pytest.approx(cell.groupby("case")["value"].mean().mean())
+    assert row["low"] < row["mean"] < row["high"]
+    # the known effects: kd better than mono everywhere, hemis worse; the best marked
+    versus = summary[(summary["metric"] == "dice") & (summary["strategy"] != "mono")]
+    assert versus[versus["strategy"] == "kd"]["significant"].all()
+    assert versus[versus["strategy"] == "kd"]["better"].all()
+    assert not versus[versus["strategy"] == "hemis"]["better"].any()
+    best = summary[(summary["metric"] == "dice") & summary["best"]]
+    assert set(best["strategy"]) == {"kd"}
+    best_hd = summary[(summary["metric"] == "hd95") & summary["best"]]
+    assert set(best_hd["strategy"]) == {"kd"}  # smaller is better
+    table = (report.parent / "tables" / "table_t1ce_only_t1ce_dice.md").read_text()
+    assert "| kd " in table and "**" in table and "\\*" in table
+
+
+def test_same_records_give_the_same_bytes(report, recorded, registry, tmp_path):
+    again = write_report(ReportSettings(recorded["protocol"], recorded["root"] / "data",
+                                        recorded["root"] / "runs", recorded["uri"],
+                                        output=tmp_path / "again", date="2026-11-29"),
+                         registry)
+    first = sorted(p.relative_to(report.parent) for p in report.parent.rglob("*")
+                   if p.is_file())
+    second = sorted(p.relative_to(again.parent) for p in again.parent.rglob("*")
+                    if p.is_file())
+    assert first == second and len(first) > 20
+    for relative in first:
+        assert (report.parent / relative).read_bytes() == (again.parent / relative).read_bytes(), \
+            relative
+
+
+@pytest.mark.browser
+def test_the_page_loads_in_a_headless_browser(report):
+    page = load_page(find_or_install_chromium(), report)
+    assert page.console_errors == []
+    assert page.tables >= 5 and page.table_rows > 40
+    assert page.images >= 5 and page.images_loaded == page.images
+    assert page.title.startswith("kdbench report: report_test")
+    assert "Methods and assumptions" in page.headings
+
+
+def test_subset_table_of_an_all_scenario():
+    from kdbench.modalities import all_combinations, label
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for subset in all_combinations():
+        for strategy, gain in (("hemis", 0.0), ("uhved", 0.02)):
+            for case in range(6):
+                rows.append({"strategy": strategy, "N": 10, "seed": 0, "scenario": "any",
+                             "subset": label(subset), "case": f"c{case}", "region": "WT",
+                             "metric": "dice", "value": 0.5 + 0.05 * len(subset) + gain
+                             + rng.normal(0, 0.01), "run_id": "r", "job_id": "j"})
+    analysis = analyse(pd.DataFrame(rows), Settings("hemis", "wilcoxon", "holm", 0.05, 100,
+                                                    {"dice": True}), ["hemis", "uhved"])
+    (table,) = subset_tables(analysis, {"any": 15})
+    assert len(table.cells) == 15
+    assert list(table.cells.index[:4]) == ["t1", "t1ce", "t2", "flair"]
+    assert table.cells.index[-1] == "t1+t1ce+t2+flair"
+    assert table.bold[("WT", "uhved")].all() and not table.bold[("WT", "hemis")].any()
+    assert "t1+t1ce+t2+flair" in table.markdown()
+
+
+def test_cli_report_without_runs_says_what_to_do(tmp_path):
+    path = phantom_protocol(tmp_path, "never_run")
+    result = run_cli("report", str(path), "--tracking-uri",
+                     f"sqlite:///{tmp_path / 'empty.db'}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "no complete run" in result.stderr and "kdbench run" in result.stderr
+    assert not (tmp_path / "reports").exists()
+    bad = run_cli("report", str(path), "--date", "tomorrow", cwd=tmp_path)
+    assert bad.returncode != 0 and "YYYY-MM-DD" in bad.stderr
+
+
+REPORTER = '''
+import pandas as pd
+from kdbench import ReportSection, Reporter, hookimpl
+from kdbench.report.tables import Table
+
+
+class Medians(Reporter):
+    """Median test Dice per strategy and N."""
+    name = "medians"
+
+    def section(self, analysis):
+        dice = analysis.per_case[analysis.per_case["metric"] == "dice"]
+        medians = dice.groupby(["strategy", "N"])["value"].median().unstack("N")
+        cells = medians.map(lambda v: f"{v:.3f}")
+        cells.columns = [f"N={n}" for n in cells.columns]
+        blank = cells.map(lambda v: "")
+        table = Table("medians", "median Dice", cells, cells.map(lambda v: False), blank)
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots()
+        medians.T.plot(ax=ax)
+        return ReportSection("Median Dice", ["Medians over cases and seeds."], [table],
+                             [("curve", fig, "median Dice vs N")])
+
+
+class Broken(Reporter):
+    """Returns the wrong type."""
+    name = "broken"
+
+    def section(self, analysis):
+        return {"title": "not a section"}
+
+
+@hookimpl
+def kdbench_register_reporters(registry):
+    registry.add(Medians)
+    if BROKEN:
+        registry.add(Broken)
+'''
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_a_reporter_plugin_adds_a_section(recorded, tmp_path, broken):
+    from kdbench.errors import KdbenchError
+    from kdbench.plugin_manager import load_plugins
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "medians.py").write_text(f"BROKEN = {broken}\n" + REPORTER)
+    registry = load_plugins([plugins], use_env=False)
+    settings = ReportSettings(recorded["protocol"], recorded["root"] / "data",
+                              recorded["root"] / "runs", recorded["uri"],
+                              output=tmp_path / "report", date="2026-11-29")
+    if broken:
+        with pytest.raises(KdbenchError, match=r"reporter 'broken' .*returned dict.*"
+                                               r"kdbench\.ReportSection"):
+            write_report(settings, registry)
+        assert not (tmp_path / "report").exists()  # nothing half-written
+        assert not list(tmp_path.glob(".report*"))
+        return
+    index = write_report(settings, registry)
+    html = index.read_text()
+    assert "Median Dice" in html and "Medians over cases and seeds." in html
+    assert "medians_curve.png" in html
+    assert (index.parent / "figures" / "medians_curve.svg").is_file()
+    table = (index.parent / "tables" / "medians.md").read_text()
+    assert "| kd " in table and "N=16" in table
