@@ -80,6 +80,7 @@ class _Launcher:
                 "--runs-dir", str(s.runs_dir), "--device", s.device,
                 "--data-workers", str(s.data_workers),
                 *(["--tracking-uri", s.tracking_uri] if s.tracking_uri else []),
+                *(["--storage", s.optuna_storage] if s.optuna_storage else []),
                 *(["--compile"] if s.compile else [])]
 
     def started(self, job: Job) -> None:
@@ -124,6 +125,10 @@ def run_protocol(
                        tracker.experiment_name)
     if dry_run or not waves:
         return report
+    from kdbench.tuning.studies import resolve_tuned
+
+    for job in (j for w in waves for j in w):  # a missing study stops before any training
+        resolve_tuned(plan, job, registry, settings.optuna_storage)
     # prepares (idempotently) and asserts no test case is in any training/validation subset
     ensure_data(protocol, registry, settings.data_dir)
     launcher = _Launcher(settings, registry, len(report.todo), progress)

@@ -36,13 +36,19 @@ def summary_metric_key(metric: str, region: str, subset: Iterable[str] | None = 
     return f"test_{metric}_{region}" + (f"_{metric_suffix(subset)}" if subset else "")
 
 
+def local_store(env: str, relative: str, root: Path | None = None) -> str:
+    """The URL in environment variable ``env``, else a SQLite file at ``relative`` under
+    ``root`` (default: the working directory), its folder created."""
+    if os.environ.get(env):
+        return os.environ[env]
+    path = Path(root or Path.cwd()) / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path.resolve()}"
+
+
 def default_tracking_uri(root: Path | None = None) -> str:
     """``KDBENCH_TRACKING_URI``, else a SQLite file ``mlruns/mlflow.db`` under ``root``/cwd."""
-    if os.environ.get(ENV_TRACKING_URI):
-        return os.environ[ENV_TRACKING_URI]
-    folder = Path(root or Path.cwd()) / "mlruns"
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+    return local_store(ENV_TRACKING_URI, "mlruns/mlflow.db", root)
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -117,10 +123,12 @@ class Tracker:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def start(self, job: Job, *, split_hash: str, dependency_runs: Mapping[str, str]) -> str:
+    def start(self, job: Job, *, split_hash: str, dependency_runs: Mapping[str, str],
+              study: str | None = None) -> str:
         """A new run for ``job``, tagged with its grid coordinates and the runs of the Jobs it
-        depends on (role -> run id); earlier incomplete runs of the same Job are marked KILLED
-        (they never counted)."""
+        depends on (role -> run id), and for a ``tuned`` Job (given with its study's best
+        hyper-parameters) the study's name; earlier incomplete runs of the same Job are marked
+        KILLED (they never counted)."""
         from mlflow.entities import Param, RunTag
 
         for old in self._runs(job):
@@ -143,6 +151,8 @@ class Tracker:
             "kdbench.version": __version__,
             "kdbench.git_commit": git_commit(),
         }
+        if study is not None:
+            tags["kdbench.tuned_study"] = study
         for role, dep_run in sorted(dependency_runs.items()):
             tags[f"kdbench.{role}_run_id"] = dep_run
             tags[f"kdbench.{role}_job_id"] = job.depends_on[role]

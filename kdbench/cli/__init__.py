@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from kdbench import __version__
-from kdbench.cli import data, evaluate, plan, plugins, protocol, report, run
+from kdbench.cli import data, evaluate, plan, plugins, protocol, report, run, tune
 from kdbench.cli.common import State, err_console
 from kdbench.errors import KdbenchError
 
@@ -33,6 +33,7 @@ app.command("plan")(plan.plan)
 app.command("run")(run.run)
 app.command("evaluate")(evaluate.evaluate)
 app.command("report")(report.report)
+app.command("tune")(tune.tune)
 app.add_typer(run.app, name="job")
 
 

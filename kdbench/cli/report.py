@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from kdbench.cli.common import console, state
-from kdbench.cli.run import DataDir, RunsDir, TrackingUri
+from kdbench.cli.run import DataDir, RunsDir, Storage, TrackingUri
 
 
 def report(
@@ -25,6 +25,7 @@ def report(
     data_dir: DataDir = Path("data"),
     runs_dir: RunsDir = Path("runs"),
     tracking_uri: TrackingUri = None,
+    storage: Storage = None,
 ) -> None:
     """Write the report of a protocol's complete runs: tables (Markdown, LaTeX, CSV), figures
     (PNG, SVG), paired statistics, N*, results.json and index.html."""
@@ -39,6 +40,6 @@ def report(
         except ValueError:
             raise KdbenchError(f"--date {date!r} is not a date; use YYYY-MM-DD") from None
     settings = ReportSettings(protocol, data_dir, runs_dir, tracking_uri, reports_dir, output,
-                              date, list(state(ctx).plugins_dirs))
+                              date, list(state(ctx).plugins_dirs), storage)
     index = write_report(settings, state(ctx).registry())
     console.print(f"report: {index}")

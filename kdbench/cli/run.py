@@ -18,6 +18,9 @@ RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar="KDBENCH_RUNS_DIR",
 TrackingUri = Annotated[str | None, typer.Option(
     "--tracking-uri", envvar="KDBENCH_TRACKING_URI",
     help="MLflow tracking URI (default: sqlite file mlruns/mlflow.db).")]
+Storage = Annotated[str | None, typer.Option(
+    "--storage", envvar="KDBENCH_OPTUNA_STORAGE",
+    help="Optuna storage URL of the tuning studies (default: sqlite file optuna/studies.db).")]
 Device = Annotated[str, typer.Option(help="cpu or cuda.")]
 Workers = Annotated[int, typer.Option("--data-workers", min=0,
                                       help="Augmentation worker processes (0: deterministic).")]
@@ -25,11 +28,12 @@ Compile = Annotated[bool, typer.Option("--compile", help="torch.compile models (
 
 
 def _settings(ctx: typer.Context, protocol: Path, data_dir: Path, runs_dir: Path,
-              tracking_uri: str | None, device: str, data_workers: int, compile: bool):
+              tracking_uri: str | None, device: str, data_workers: int, compile: bool,
+              storage: str | None = None):
     from kdbench.engine.execute import RunSettings
 
     return RunSettings(protocol, data_dir, runs_dir, tracking_uri, device, data_workers, compile,
-                       list(state(ctx).plugins_dirs))
+                       list(state(ctx).plugins_dirs), storage)
 
 
 def run(
@@ -47,6 +51,7 @@ def run(
     device: Device = "cpu",
     data_workers: Workers = 0,
     compile: Compile = False,
+    storage: Storage = None,
 ) -> None:
     """Run a protocol end to end: prepare, train, predict, score and record every Job."""
     from rich.progress import (
@@ -61,7 +66,7 @@ def run(
     from kdbench.runner import run_protocol
 
     settings = _settings(ctx, protocol, data_dir, runs_dir, tracking_uri, device, data_workers,
-                         compile)
+                         compile, storage)
     registry = state(ctx).registry()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console,
@@ -129,11 +134,12 @@ def job_run(
     device: Device = "cpu",
     data_workers: Workers = 0,
     compile: Compile = False,
+    storage: Storage = None,
 ) -> None:
     """Run one Job with its MLflow record (idempotent; resumes from its checkpoint)."""
     from kdbench.engine.execute import execute_job
 
     settings = _settings(ctx, protocol, data_dir, runs_dir, tracking_uri, device, data_workers,
-                         compile)
+                         compile, storage)
     run_id = execute_job(job, settings, state(ctx).registry())
     console.print(f"[green]ok[/] Job {job}: MLflow run {run_id}")

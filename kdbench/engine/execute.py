@@ -35,6 +35,7 @@ class RunSettings:
     data_workers: int = 0
     compile: bool = False
     plugins_dirs: list[Path] = field(default_factory=list)
+    optuna_storage: str | None = None  # where `tuned` Jobs find their studies (docs/tuning.md)
 
     def to_args(self) -> list[str]:
         """The same settings as ``kdbench job run`` options."""
@@ -143,6 +144,9 @@ def execute_job(job_id: str, settings: RunSettings, registry: Registry | None = 
     done = tracker.complete_run(job)
     if done is not None:
         return done.info.run_id
+    from kdbench.tuning.studies import resolve_tuned
+
+    job, study = resolve_tuned(plan, job, registry, settings.optuna_storage)
     dependency_runs = {}
     for role, dep_id in sorted(job.depends_on.items()):
         dep = tracker.complete_run(plan.job(dep_id))
@@ -152,7 +156,7 @@ def execute_job(job_id: str, settings: RunSettings, registry: Registry | None = 
         dependency_runs[role] = dep.info.run_id
     data = ensure_data(protocol, registry, settings.data_dir)
     run_id = tracker.start(job, split_hash=data.splits.seed_hash(job.seed),
-                           dependency_runs=dependency_runs)
+                           dependency_runs=dependency_runs, study=study)
     folder = job_dir(settings.runs_dir, plan, job)
     folder.mkdir(parents=True, exist_ok=True)
     epochs = EpochLog(folder / "epochs.jsonl", tracker, run_id)

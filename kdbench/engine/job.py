@@ -117,6 +117,60 @@ def _check_cases(job: Job, chosen: tuple[str, ...], allowed: tuple[str, ...], ho
                            f"{where}: {outside[:5]}; a strategy may only narrow them")
 
 
+def train_job(
+    job: Job,
+    plan: Plan,
+    registry: Registry,
+    data: ProtocolData,
+    runs_dir: Path,
+    folder: Path,
+    *,
+    device: str = "cpu",
+    data_workers: int = 0,
+    compile: bool = False,
+    callbacks: list[Callable[[Any], None]] | None = None,
+) -> tuple[Any, Any, dict[str, TrainedModel], tuple[str, ...], tuple[str, ...]]:
+    """Train a Job into ``folder`` (or resume it) on its (N, seed) subset, validating on that
+    subset's validation cases: the part of a Job that a tuning trial runs too.
+
+    Returns:
+        The strategy, the backbone's train result, the trained dependencies, the training
+        cases and the unlabelled cases.
+    """
+    protocol = plan.protocol
+    dependencies = trained_dependencies(job, plan, registry, runs_dir)
+    strategy = strategy_of(job, registry)
+    backbone_cls = registry.backbones.get(protocol.backbone.name)
+    options = backbone_cls.validate_options(protocol.backbone.options)
+    subset = data.splits.subset(job.n, job.seed)
+    training = protocol.training
+    train_cases = tuple(strategy.training_cases(subset.train))
+    pool = unlabelled_pool(plan, data, job.seed)
+    unlabelled = tuple(strategy.unlabelled_cases(pool))
+    _check_cases(job, train_cases, subset.train, "training_cases", "its training subset")
+    _check_cases(job, unlabelled, pool, "unlabelled_cases", "the unlabelled pool")
+    result = backbone_cls().train(TrainRequest(
+        strategy=strategy,
+        dataset=data.dataset,
+        train_cases=train_cases,
+        val_cases=subset.validation,
+        budget=strategy.training_budget(Budget(
+            training.epochs, training.iterations_per_epoch, training.val_iterations,
+            training.validate_every, training.checkpoint_every)),
+        options=options,
+        output_dir=folder,
+        seed=job.seed,
+        device=device,
+        teacher=dependencies.get("teacher"),
+        generator=dependencies.get("generator"),
+        unlabelled_cases=unlabelled,
+        callbacks=list(callbacks or []),
+        compile=compile,
+        data_workers=data_workers,
+    ))
+    return strategy, result, dependencies, train_cases, unlabelled
+
+
 def run_job(
     job: Job,
     plan: Plan,
@@ -141,37 +195,12 @@ def run_job(
     folder = job_dir(runs_dir, plan, job)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "job.json").write_text(json.dumps(job.to_json(), indent=2, sort_keys=True))
-    dependencies = trained_dependencies(job, plan, registry, runs_dir)
-    strategy = strategy_of(job, registry)
+    strategy, result, dependencies, train_cases, unlabelled = train_job(
+        job, plan, registry, data, runs_dir, folder, device=device, data_workers=data_workers,
+        compile=compile, callbacks=callbacks)
     backbone_cls = registry.backbones.get(protocol.backbone.name)
     backbone = backbone_cls()
     options = backbone_cls.validate_options(protocol.backbone.options)
-    subset = data.splits.subset(job.n, job.seed)
-    training = protocol.training
-    train_cases = tuple(strategy.training_cases(subset.train))
-    pool = unlabelled_pool(plan, data, job.seed)
-    unlabelled = tuple(strategy.unlabelled_cases(pool))
-    _check_cases(job, train_cases, subset.train, "training_cases", "its training subset")
-    _check_cases(job, unlabelled, pool, "unlabelled_cases", "the unlabelled pool")
-    result = backbone.train(TrainRequest(
-        strategy=strategy,
-        dataset=data.dataset,
-        train_cases=train_cases,
-        val_cases=subset.validation,
-        budget=strategy.training_budget(Budget(
-            training.epochs, training.iterations_per_epoch, training.val_iterations,
-            training.validate_every, training.checkpoint_every)),
-        options=options,
-        output_dir=folder,
-        seed=job.seed,
-        device=device,
-        teacher=dependencies.get("teacher"),
-        generator=dependencies.get("generator"),
-        unlabelled_cases=unlabelled,
-        callbacks=list(callbacks or []),
-        compile=compile,
-        data_workers=data_workers,
-    ))
     trained = TrainedModel(strategy, result.checkpoint, dependencies)
     predictions = {}
     for available in job.modalities.evaluate:

@@ -37,6 +37,7 @@ class ReportSettings:
     output: Path | None = None  # the folder itself (default <reports>/<protocol>/<date>_<sha>)
     date: str | None = None  # YYYY-MM-DD (default: today, UTC)
     plugins_dirs: list[Path] = field(default_factory=list)
+    optuna_storage: str | None = None  # the tuning studies (default: optuna/studies.db)
 
 
 def write_report(settings: ReportSettings, registry: Registry | None = None) -> Path:
@@ -75,7 +76,8 @@ def write_report(settings: ReportSettings, registry: Registry | None = None) -> 
     target = settings.output or (Path(settings.reports_dir) / protocol.name
                                  / f"{date}_{commit}")
     context = {"protocol": protocol, "date": date, "commit": commit, "version": __version__,
-               "tracking_uri": uri, "records": _records(per_case)}
+               "tracking_uri": uri, "records": _records(per_case),
+               "tuning": _tuning(plan, registry, settings.optuna_storage)}
     staging = target.parent / f".{target.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -86,6 +88,20 @@ def write_report(settings: ReportSettings, registry: Registry | None = None) -> 
         raise
     _replace(staging, target)
     return target / "index.html"
+
+
+def _tuning(plan: Any, registry: Registry, storage: str | None) -> list[dict[str, Any]]:
+    """The tuning budget each ``tuned`` strategy received (its study's trials)."""
+    if plan.protocol.tuning is None:
+        return []
+    from kdbench.tuning.studies import default_storage
+    from kdbench.tuning.tune import study_summaries
+
+    return [{"study": s.target.name, "strategy": s.target.label, "scenario": s.target.scenario,
+             "N": s.target.n, "budget": s.budget, "complete": s.complete, "pruned": s.pruned,
+             "failed": s.failed, "best_val_dice": s.best_value,
+             "best_params": dict(sorted(s.best_params.items()))}
+            for s in study_summaries(plan, registry, storage or default_storage())]
 
 
 def _records(per_case: pd.DataFrame) -> dict[str, int]:
@@ -225,8 +241,13 @@ def _flat_tables(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
                for r in results["benefit"]]
     per_n = [{k: r[k] for k in ("scenario", "subset", "strategy", "region")} | row
              for r in results["benefit"] for row in r["per_n"]]
-    return {"summary": results["summary"], "tests": results["tests"], "friedman": friedman,
-            "rank_stability": stability, "benefit": benefit, "benefit_per_n": per_n}
+    tables = {"summary": results["summary"], "tests": results["tests"], "friedman": friedman,
+              "rank_stability": stability, "benefit": benefit, "benefit_per_n": per_n}
+    if results["tuning"]:
+        tables["tuning"] = [{k: v for k, v in r.items() if k != "best_params"}
+                            | {f"best_{k}": v for k, v in r["best_params"].items()}
+                            for r in results["tuning"]]
+    return tables
 
 
 def _dataset(protocol: Any, registry: Registry, data_dir: Path) -> tuple[Any, str]:
@@ -301,4 +322,5 @@ def results_json(analysis: Any, context: dict[str, Any]) -> dict[str, Any]:
         "summary": analysis.summary.to_dict(orient="records"),
         "tests": analysis.tests.to_dict(orient="records"),
         "friedman": friedman, "rank_stability": stability, "benefit": benefit,
+        "tuning": context["tuning"],
     })
