@@ -54,7 +54,8 @@ def check_against_registry(
 
     Checked: plugin names exist (datasets, backbones, strategies, teachers, generators,
     metrics), their options and hyper-parameters, dependencies a strategy does not take,
-    ``tuned`` without a tuning budget, the statistics baseline, and sizes against the dataset:
+    ``tuned`` without a tuning budget or a search space, a tuning N outside the training
+    sizes, the statistics baseline, and sizes against the dataset:
     the test set must leave a training pool, and every N (and the tuning N) must fit in it.
     """
     problems = _Problems(source)
@@ -74,6 +75,12 @@ def check_against_registry(
                 problems.add(
                     (*loc, "hparams"),
                     "'tuned' needs a `tuning:` section (trials, ...) in the protocol",
+                )
+            if not any(h.tunable for h in cls.hparams.values()):
+                problems.add(
+                    (*loc, "hparams"),
+                    f"strategy {spec.name!r} declares no search space (no hyper-parameter "
+                    "with a range or choices); give its hparams instead of 'tuned'",
                 )
         else:
             _hparams(problems, cls, spec.hparams, (*loc, "hparams"))
@@ -104,6 +111,14 @@ def check_against_registry(
 
     for i, metric in enumerate(protocol.metrics or ()):
         _plugin(problems, registry.metrics, metric, ("metrics", i))
+
+    tuning = protocol.tuning
+    if tuning is not None and tuning.n is not None and tuning.n not in protocol.training_sizes:
+        problems.add(
+            ("tuning", "n"),
+            f"tuning N={tuning.n} is not one of the training sizes {list(protocol.training_sizes)}"
+            "; list it there (its teacher and generator Jobs must be in the plan)",
+        )
 
     labels = [s.key for s in protocol.strategies]
     baseline = protocol.statistics.baseline

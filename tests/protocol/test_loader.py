@@ -141,6 +141,18 @@ def test_semantic_rules(registry, demo_data, write_protocol):
     assert len(protocol.scenarios[1].subsets()) == 15
 
 
+def test_tuning_rules(registry, demo_data, write_protocol):
+    demo_data["strategies"][0]["hparams"] = "tuned"  # mono: nothing to search
+    demo_data["tuning"] = {"trials": 4, "n": 5}
+    text = "\n".join(_problems(registry, write_protocol, demo_data))
+    assert "strategies[0].hparams" in text and "declares no search space" in text
+    assert "tuning.n" in text and "tuning N=5 is not one of the training sizes [4, 12]" in text
+    demo_data["strategies"][0]["hparams"] = {}
+    demo_data["strategies"][2]["hparams"] = "tuned"  # kd: its declared ranges
+    demo_data["tuning"]["n"] = 12
+    assert load_protocol(write_protocol(demo_data), registry).tuning.n == 12
+
+
 def test_unknown_teacher(registry, demo_data, write_protocol):
     demo_data["strategies"][2]["teacher"] = "sam_med3d"
     text = "\n".join(_problems(registry, write_protocol, demo_data))
