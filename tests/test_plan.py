@@ -124,11 +124,11 @@ def test_all_fifteen_scenario(registry, demo_data, write_protocol):
 
 def test_tuned_hparams_are_keyed_by_the_budget(registry, demo_data, write_protocol):
     demo_data["strategies"][2]["hparams"] = "tuned"
-    demo_data["tuning"] = {"trials": 8, "n": 8}
+    demo_data["tuning"] = {"trials": 8, "n": 12}
     plan = _plan(registry, write_protocol(demo_data))
     kd = [j for j in plan.jobs if j.component == "kd"]
     assert {j.hparams["tuned"]["trials"] for j in kd} == {8}
-    assert {j.hparams["tuned"]["n"] for j in kd} == {8}
+    assert {j.hparams["tuned"]["n"] for j in kd} == {12}
 
 
 def test_two_distillation_strategies_share_one_teacher_job(registry, demo_data,
