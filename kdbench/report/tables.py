@@ -148,7 +148,7 @@ def subset_tables(analysis: Analysis, scenarios: dict[str, int]) -> list[Table]:
         higher = analysis.settings.higher_is_better.get(metric, True)
         strategies = [s for s in analysis.strategies if s in set(part["strategy"])]
         regions = [r for r in ("WT", "TC", "ET") if r in set(part["region"])]
-        subsets = list(dict.fromkeys(part.sort_values("subset", key=_subset_order)["subset"]))
+        subsets = _in_table_order(set(part["subset"]))
         columns = pd.MultiIndex.from_tuples([(r, s) for r in regions for s in strategies])
         means = part.pivot_table(index="subset", columns=["region", "strategy"],
                                  values="mean").reindex(index=subsets, columns=columns)
@@ -168,15 +168,13 @@ def subset_tables(analysis: Analysis, scenarios: dict[str, int]) -> list[Table]:
     return tables
 
 
-def _subset_order(labels: pd.Series) -> pd.Series:
-    """Fewer modalities first, then in canonical modality order (HeMIS's table order)."""
-    from kdbench.modalities import MODALITIES
+def _in_table_order(subsets: set[str]) -> list[str]:
+    """Fewer modalities first, then canonical order (HeMIS's table order, as
+    :func:`kdbench.modalities.all_combinations` lists them)."""
+    from kdbench.modalities import all_combinations, label
 
-    def key(text: str) -> tuple[int, tuple[int, ...]]:
-        parts = text.split("+")
-        return len(parts), tuple(MODALITIES.index(p) if p in MODALITIES else 9 for p in parts)
-
-    return labels.map(lambda t: str(key(t)))
+    order = {label(s): i for i, s in enumerate(all_combinations())}
+    return sorted(subsets, key=lambda s: (order.get(s, len(order)), s))
 
 
 def _name(*parts: object) -> str:
