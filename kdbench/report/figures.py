@@ -193,14 +193,28 @@ def cd_diagrams(analysis: Analysis, scenario: str, subset: str,
                              squeeze=False, layout="constrained")
     for ax, key in zip(axes[:, 0], keys, strict=True):
         result = analysis.friedman[key]
-        sp.critical_difference_diagram(result.ranks, result.nemenyi, ax=ax,
-                                       alpha=analysis.settings.alpha,
-                                       color_palette={s: colour[s] for s in result.ranks})
+        drawn = sp.critical_difference_diagram(result.ranks, result.nemenyi, ax=ax,
+                                               alpha=analysis.settings.alpha,
+                                               color_palette={s: colour[s] for s in result.ranks})
+        _stable_crossbars(ax, [line for bar in drawn["crossbars"] for line in bar])
         ax.set_title(f"N={key[2]}, {key[3]}: Friedman p = {result.p:.3g}, "
                      f"CD = {result.critical_difference:.2f}", fontsize=8)
     fig.suptitle(f"Critical-difference diagrams ({METRIC_NAMES.get(metric, metric)}, "
                  f"Nemenyi α = {analysis.settings.alpha}) — {subset} ({scenario})", fontsize=9)
     return fig
+
+
+def _stable_crossbars(ax: Any, lines: list[Any]) -> None:
+    """scikit-posthocs draws each crossbar through a ``set`` of names, whose order changes with
+    Python's per-process string hashing: same picture, other bytes. Points sorted by rank and
+    lines re-added in a fixed order make the file the same in every process."""
+    for line in lines:
+        x, y = (np.asarray(v, dtype=float) for v in line.get_data())
+        order = np.argsort(x, kind="stable")
+        line.set_data(x[order], y[order])
+        line.remove()
+    for line in sorted(lines, key=lambda ln: (float(ln.get_ydata()[0]), tuple(ln.get_xdata()))):
+        ax.add_line(line)
 
 
 def qualitative(panels: list[dict[str, Any]], strategies: list[str], title: str) -> Any:

@@ -125,10 +125,13 @@ def test_report_numbers_come_from_complete_runs(report, recorded):
 
 
 def test_same_records_give_the_same_bytes(report, recorded, registry, tmp_path):
-    again = write_report(ReportSettings(recorded["protocol"], recorded["root"] / "data",
-                                        recorded["root"] / "runs", recorded["uri"],
-                                        output=tmp_path / "again", date="2026-11-29"),
-                         registry)
+    # another process with another string-hash seed (set iteration order differs)
+    out = run_cli("report", str(recorded["protocol"]), "--tracking-uri", recorded["uri"],
+                  "--data-dir", str(recorded["root"] / "data"), "--runs-dir",
+                  str(recorded["root"] / "runs"), "--output", str(tmp_path / "again"),
+                  "--date", "2026-11-29", env={"PYTHONHASHSEED": "12345"}, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    again = tmp_path / "again" / "index.html"
     first = sorted(p.relative_to(report.parent) for p in report.parent.rglob("*")
                    if p.is_file())
     second = sorted(p.relative_to(again.parent) for p in again.parent.rglob("*")
@@ -248,3 +251,44 @@ def test_a_reporter_plugin_adds_a_section(recorded, tmp_path, broken):
     assert (index.parent / "figures" / "medians_curve.svg").is_file()
     table = (index.parent / "tables" / "medians.md").read_text()
     assert "| kd " in table and "N=16" in table
+
+
+CD_SCRIPT = '''
+import sys
+import numpy as np, pandas as pd
+from pathlib import Path
+from kdbench.report.analysis import Settings, analyse
+from kdbench.report import figures
+
+rng = np.random.default_rng(0)
+rows = [{"strategy": s, "N": 10, "seed": 0, "scenario": "x", "subset": "t1ce", "case": f"c{c}",
+         "region": "WT", "metric": "dice", "value": 0.5 + g + rng.normal(0, 0.05),
+         "run_id": "r", "job_id": "j"}
+        for c in range(10) for s, g in (("alpha", 0.0), ("beta", 0.01), ("gamma", 0.02),
+                                         ("delta", 0.3))]
+analysis = analyse(pd.DataFrame(rows), Settings(None, "wilcoxon", "holm", 0.05, 100,
+                                                {"dice": True}),
+                   ["alpha", "beta", "gamma", "delta"])
+with figures.plotting():
+    figures.save(figures.cd_diagrams(analysis, "x", "t1ce"), Path(sys.argv[1]), "cd")
+'''
+
+
+def test_critical_difference_diagram_bytes_do_not_depend_on_string_hashing(tmp_path):
+    """scikit-posthocs draws crossbars through sets of names; the saved file must not change
+    with the process's hash seed."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "cd.py"
+    script.write_text(CD_SCRIPT)
+    files = []
+    for seed in ("1", "2", "3"):
+        out = tmp_path / seed
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, str(script), str(out)], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        files.append(((out / "cd.svg").read_bytes(), (out / "cd.png").read_bytes()))
+    assert files[0] == files[1] == files[2]
