@@ -25,14 +25,22 @@ METRIC_NAMES = {"dice": "Dice", "hd95": "HD95 (mm)"}
 
 @contextmanager
 def plotting() -> Iterator[Any]:
-    """matplotlib (Agg) with the report's style."""
+    """matplotlib (Agg) with the report's style, from matplotlib's defaults: whatever else
+    changed the global settings in this process (nnU-Net's progress plot calls
+    ``seaborn.set(font_scale=2.5)``, which also re-maps the colour codes) leaves the report's figures unchanged."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    with plt.rc_context(STYLE):
-        yield plt
+    named = matplotlib.colors.get_named_colors_mapping()  # seaborn also re-maps "k", "b", ...
+    saved = {code: named[code] for code in matplotlib.colors.BASE_COLORS}
+    named.update(matplotlib.colors.BASE_COLORS)
+    try:
+        with plt.style.context(["default", STYLE]):
+            yield plt
+    finally:
+        named.update(saved)
 
 
 def save(fig: Any, folder: Path, name: str) -> list[Path]:
