@@ -4,7 +4,8 @@
 is started, the Job trains (resuming from its checkpoint), predicts, is scored on every test
 case and region, and the run is completed (its final tag written last). Epoch reports are also
 appended to ``epochs.jsonl`` in the Job's folder, so a run that completes after a resume still
-holds the whole curve.
+holds the whole curve. Only one process runs a Job at a time (``kdbench.engine.lock``): a
+second one waits, then finds the Job complete.
 """
 
 from __future__ import annotations
@@ -130,7 +131,6 @@ def execute_job(job_id: str, settings: RunSettings, registry: Registry | None = 
         KdbenchError: unknown Job id, a dependency without a complete run, or any error of the
             Job itself (its run is then marked FAILED and never counts).
     """
-    from kdbench.data.protocol_data import ensure_data
     from kdbench.plan import build_plan
     from kdbench.plugin_manager import load_plugins
     from kdbench.protocol import load_protocol
@@ -144,6 +144,18 @@ def execute_job(job_id: str, settings: RunSettings, registry: Registry | None = 
     done = tracker.complete_run(job)
     if done is not None:
         return done.info.run_id
+    from kdbench.engine.lock import job_lock
+
+    with job_lock(job_dir(settings.runs_dir, plan, job), job.id):
+        done = tracker.complete_run(job)  # another process may have finished it meanwhile
+        if done is not None:
+            return done.info.run_id
+        return _execute(job, plan, protocol, tracker, settings, registry, callbacks)
+
+
+def _execute(job: Job, plan: Plan, protocol: Any, tracker: Any, settings: RunSettings,
+             registry: Registry, callbacks: list[Any] | None) -> str:
+    from kdbench.data.protocol_data import ensure_data
     from kdbench.tuning.studies import resolve_tuned
 
     job, study = resolve_tuned(plan, job, registry, settings.optuna_storage)
