@@ -21,9 +21,9 @@ class PluginError(KdbenchError):
 class ProtocolError(KdbenchError):
     """A protocol file is malformed; the message lists every problem found."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str], kind: str = "protocol") -> None:
         self.source = source
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(f"{source}: {len(problems)} {noun} in the protocol:\n{lines}")
+        super().__init__(f"{source}: {len(problems)} {noun} in the {kind}:\n{lines}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kdbench.engine.execute import RunSettings, execute_job
@@ -58,9 +59,10 @@ class _Launcher:
     """Starts Jobs for an executor and keeps the progress display up to date."""
 
     def __init__(self, settings: RunSettings, registry: Registry, total: int,
-                 progress: Any | None) -> None:
+                 progress: Any | None, state_dir: Path) -> None:
         self.settings, self.registry = settings, registry
         self.progress = progress
+        self._state_dir = state_dir
         self.task = progress.add_task("jobs", total=total) if progress else None
 
     def _epoch(self, job: Job) -> Any:
@@ -92,6 +94,22 @@ class _Launcher:
         if self.progress is not None and ok:
             self.progress.advance(self.task)
 
+    def note(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, highlight=False, soft_wrap=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    @property
+    def state_dir(self) -> Path:
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        return self._state_dir
+
+
+def state_dir(settings: RunSettings, plan: Plan, executor: str) -> Path:
+    """Where executor ``executor`` keeps its records of ``plan``'s Jobs."""
+    return Path(settings.runs_dir) / plan.protocol.name / "executors" / executor
+
 
 def run_protocol(
     settings: RunSettings,
@@ -102,16 +120,20 @@ def run_protocol(
     dry_run: bool = False,
     max_parallel: int = 1,
     progress: Any | None = None,
+    profile: Path | None = None,
 ) -> RunReport:
     """Run every unfinished Job of the protocol (see the module docstring)."""
     from kdbench.data.protocol_data import ensure_data
     from kdbench.plan import build_plan
     from kdbench.protocol import load_protocol
+    from kdbench.protocol.profile import executor_options
     from kdbench.tracking import Tracker, default_tracking_uri
 
     if executor not in registry.executors:
         raise KdbenchError(registry.executors.unknown_message(executor))
     protocol = load_protocol(settings.protocol_path, registry)
+    cls = registry.executors.get(executor)
+    options = executor_options(cls, executor, protocol.executors, profile)
     plan = build_plan(protocol, registry)
     selected = select_jobs(plan, only)
     settings.tracking_uri = settings.tracking_uri or default_tracking_uri()
@@ -131,6 +153,7 @@ def run_protocol(
         resolve_tuned(plan, job, registry, settings.optuna_storage)
     # prepares (idempotently) and asserts no test case is in any training/validation subset
     ensure_data(protocol, registry, settings.data_dir)
-    launcher = _Launcher(settings, registry, len(report.todo), progress)
-    registry.executors.get(executor)().execute(waves, launcher, max_parallel=max_parallel)
+    launcher = _Launcher(settings, registry, len(report.todo), progress,
+                         state_dir(settings, plan, executor))
+    cls(options).execute(waves, launcher, max_parallel=max_parallel)
     return report

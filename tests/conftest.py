@@ -52,3 +52,83 @@ def prepared_phantom(tmp_path_factory, registry):
     source = generate_phantom(root / "source", cases=10, shape=(32, 32, 32), seed=0)
     result = prepare_dataset(registry, source, "phantom", root / "data")
     return PreparedDataset.open(result.path)
+
+
+# -- real services on loopback for the `cluster` tests, started by the project's own scripts --
+
+def _service(script: str, folder: Path, *args: str) -> str:
+    """Start ``scripts/cluster/<script> start FOLDER ARGS``; its last stdout line (skip when the
+    script says it cannot install what it needs: exit 3)."""
+    import subprocess
+
+    from helpers import ROOT
+
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "cluster" / script), "start",
+                          str(folder), *args], capture_output=True, text=True, timeout=900)
+    if out.returncode == 3:
+        pytest.skip(f"{script}: {out.stderr.strip()}")
+    assert out.returncode == 0, f"{script} start failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _stop(script: str, folder: Path) -> None:
+    import shutil
+    import subprocess
+
+    from helpers import ROOT
+
+    subprocess.run(["bash", str(ROOT / "scripts" / "cluster" / script), "stop", str(folder)],
+                   capture_output=True, text=True, timeout=300)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throw-away PostgreSQL on 127.0.0.1 (scripts/cluster/postgres.sh), stopped at the end.
+    Its folder is under /tmp (the `postgres` user must be able to enter it)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="kdpg"))
+    try:
+        yield _service("postgres.sh", folder, str(free_port()))
+    finally:
+        _stop("postgres.sh", folder)
+
+
+@pytest.fixture(scope="session")
+def tracking_server(postgres_url):
+    """An MLflow tracking server (scripts/cluster/mlflow_server.sh) on 127.0.0.1 with the
+    PostgreSQL backend store; its URL (``http://127.0.0.1:PORT``)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="kdmlflow"))
+    try:
+        yield _service("mlflow_server.sh", folder, postgres_url, str(free_port()))
+    finally:
+        _stop("mlflow_server.sh", folder)
+
+
+@pytest.fixture(scope="session")
+def slurm_env():
+    """A single-node SLURM on 127.0.0.1 (scripts/cluster/slurm.sh): the environment variables
+    its commands need (SLURM_CONF, PATH with the sacct stand-in)."""
+    import os
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="kdslurm"))
+    try:
+        _service("slurm.sh", folder)
+        env = {"SLURM_CONF": str(folder / "etc" / "slurm.conf"),
+               "PATH": f"{folder / 'bin'}:{os.environ['PATH']}"}
+        yield env
+    finally:
+        _stop("slurm.sh", folder)

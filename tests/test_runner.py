@@ -15,6 +15,7 @@ from kdbench.engine.execute import RunSettings
 from kdbench.plan import build_plan
 from kdbench.protocol import load_protocol
 from kdbench.runner import run_protocol, select_jobs
+from kdbench.status import counts, protocol_status
 from kdbench.tracking import COMPLETE, JOB_ID, STATUS, Tracker
 
 
@@ -136,6 +137,10 @@ def test_killed_run_finishes_with_one_complete_run_per_job(grid, registry):
     proc.wait()
     _, runs = _complete_runs(grid, settings)
     assert runs and not [r for r in runs if r.data.tags.get(STATUS) == COMPLETE]
+    # its run still says RUNNING, but no process holds the Job: status calls it failed
+    assert runs[0].info.status == "RUNNING"
+    assert counts(protocol_status(settings, registry)[1]) == {
+        "done": 0, "running": 0, "pending": 0, "failed": 1, "todo": 2}
 
     report = run_protocol(settings, registry)
     assert len(report.todo) == 3
@@ -162,6 +167,8 @@ def test_local_executor_runs_jobs_in_subprocesses(grid, registry):
     _, runs = _complete_runs(grid, settings)
     assert [r.data.tags["kdbench.component"] for r in runs
             if r.data.tags.get(STATUS) == COMPLETE] == ["mono"]
+    assert counts(protocol_status(settings, registry)[1]) == {
+        "done": 1, "running": 0, "pending": 0, "failed": 0, "todo": 2}
 
 
 def test_dry_run_and_unknown_names(grid, registry):

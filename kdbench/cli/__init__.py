@@ -34,6 +34,7 @@ app.command("run")(run.run)
 app.command("evaluate")(evaluate.evaluate)
 app.command("report")(report.report)
 app.command("tune")(tune.tune)
+app.command("status")(run.status)
 app.add_typer(run.app, name="job")
 
 

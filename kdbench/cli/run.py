@@ -52,6 +52,9 @@ def run(
     data_workers: Workers = 0,
     compile: Compile = False,
     storage: Storage = None,
+    profile: Annotated[Path | None, typer.Option(
+        "--profile", envvar="KDBENCH_PROFILE", help="Cluster profile file: executor options "
+        "(`executors: {slurm: {partition: ...}}`), over the protocol's.")] = None,
 ) -> None:
     """Run a protocol end to end: prepare, train, predict, score and record every Job."""
     from rich.progress import (
@@ -72,7 +75,8 @@ def run(
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console,
                   disable=dry_run) as progress:
         report = run_protocol(settings, registry, executor=executor, only=only,
-                              dry_run=dry_run, max_parallel=jobs, progress=progress)
+                              dry_run=dry_run, max_parallel=jobs, progress=progress,
+                              profile=profile)
     verb = "would run" if dry_run else "ran"
     console.print(f"{report.plan.protocol.name}: {len(report.skipped)} Jobs already complete, "
                   f"{verb} {len(report.todo)}")
@@ -83,8 +87,9 @@ def run(
         return
     _print_results(report)
     uri = report.tracking_uri
-    console.print(f"MLflow record: experiment [bold]{report.experiment}[/] in {uri}\n"
-                  f"  open it with: mlflow ui --backend-store-uri {uri}")
+    how = (f"open {uri} in a browser" if uri.startswith(("http://", "https://"))
+           else f"open it with: mlflow ui --backend-store-uri {uri}")
+    console.print(f"MLflow record: experiment [bold]{report.experiment}[/] in {uri}\n  {how}")
 
 
 def _print_results(report) -> None:  # noqa: ANN001 - a RunReport
@@ -121,6 +126,35 @@ def _print_table(table, count: str, fmt: str, title: str) -> None:  # noqa: ANN0
                      *("-" if pd.isna(getattr(row, r)) else fmt.format(getattr(row, r))
                        for r in REGIONS))
     console.print(view)
+
+
+def status(
+    ctx: typer.Context,
+    protocol: Annotated[Path, typer.Argument(help="Protocol YAML file.")],
+    runs_dir: RunsDir = Path("runs"),
+    tracking_uri: TrackingUri = None,
+    all_jobs: Annotated[bool, typer.Option(
+        "--all", help="List every Job (default: the unfinished ones).")] = False,
+) -> None:
+    """Where every Job stands: done, running, pending, failed or todo, with the scheduler's
+    id (SLURM) and log of each submitted one. Reads MLflow and the executors' records only."""
+    from rich.table import Table
+
+    from kdbench.status import counts, protocol_status
+
+    settings = _settings(ctx, protocol, Path("data"), runs_dir, tracking_uri, "cpu", 0, False)
+    plan, statuses = protocol_status(settings, state(ctx).registry())
+    view = Table(title=f"{plan.protocol.name}: Jobs")
+    for column in ("job", "component", "N", "seed", "state", "scheduler id",
+                   "scheduler state", "log"):
+        view.add_column(column)
+    for s in statuses:
+        if all_jobs or s.state != "done":
+            view.add_row(s.job.id[:12], s.job.component, str(s.job.n), str(s.job.seed), s.state,
+                         s.external_id or "-", s.scheduler_state or "-", s.log or "-")
+    console.print(view)
+    console.print(", ".join(f"{k}: {v}" for k, v in counts(statuses).items())
+                  + f" (of {len(statuses)} Jobs)")
 
 
 @app.command("run")

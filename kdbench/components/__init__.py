@@ -3,7 +3,7 @@
 from kdbench.components.backbone import Backbone, BackboneOptions
 from kdbench.components.base import Component
 from kdbench.components.dataset import Dataset, DatasetOptions
-from kdbench.components.executor import Executor, JobLauncher
+from kdbench.components.executor import Executor, ExecutorOptions, JobLauncher, JobState
 from kdbench.components.generator import Generator
 from kdbench.components.hparams import HParam
 from kdbench.components.metric import Metric
@@ -18,9 +18,11 @@ __all__ = [
     "Dataset",
     "DatasetOptions",
     "Executor",
+    "ExecutorOptions",
     "Generator",
     "HParam",
     "JobLauncher",
+    "JobState",
     "Metric",
     "ModalityPlan",
     "ReportSection",

@@ -70,3 +70,18 @@ def job_lock(folder: Path, job_id: str, *, poll: float = 5.0,
             handle.truncate()
             handle.flush()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def is_held(folder: Path) -> bool:
+    """Whether a process holds the Job's lock now (a run left RUNNING by a killed process
+    has none)."""
+    path = folder / LOCK_FILE
+    if not path.exists():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False

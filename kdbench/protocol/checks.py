@@ -55,7 +55,7 @@ def check_against_registry(
     Checked: plugin names exist (datasets, backbones, strategies, teachers, generators,
     metrics), their options and hyper-parameters, dependencies a strategy does not take,
     ``tuned`` without a tuning budget or a search space, a tuning N outside the training
-    sizes, the statistics baseline, and sizes against the dataset:
+    sizes, executor names and options, the statistics baseline, and sizes against the dataset:
     the test set must leave a training pool, and every N (and the tuning N) must fit in it.
     """
     problems = _Problems(source)
@@ -119,6 +119,11 @@ def check_against_registry(
             f"tuning N={tuning.n} is not one of the training sizes {list(protocol.training_sizes)}"
             "; list it there (its teacher and generator Jobs must be in the plan)",
         )
+
+    for name, options in protocol.executors.items():
+        cls = _plugin(problems, registry.executors, name, ("executors", name))
+        if cls is not None:
+            _options(problems, cls, options, ("executors", name))
 
     labels = [s.key for s in protocol.strategies]
     baseline = protocol.statistics.baseline

@@ -218,6 +218,11 @@ class Protocol(Strict):
         None, description="Metric plugin names (default: every registered metric)."
     )
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
+    executors: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Options of executor plugins by name (e.g. `slurm: {partition: gpu}`); "
+        "a cluster profile file (`kdbench run --profile`) overrides them. Never part of a Job id.",
+    )
 
     _name = field_validator("name")(_safe_name)
 

@@ -27,7 +27,8 @@ METRIC_NAMES = {"dice": "Dice", "hd95": "HD95 (mm)"}
 def plotting() -> Iterator[Any]:
     """matplotlib (Agg) with the report's style, from matplotlib's defaults: whatever else
     changed the global settings in this process (nnU-Net's progress plot calls
-    ``seaborn.set(font_scale=2.5)``, which also re-maps the colour codes) leaves the report's figures unchanged."""
+    ``seaborn.set(font_scale=2.5)``, which also re-maps the colour codes) leaves the
+    report's figures unchanged."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
