@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.kdbench-installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-slow lint clean
+.PHONY: install demo test test-slow test-cluster lint clean
 
 install: $(STAMP)
 
@@ -28,10 +28,15 @@ demo: install
 	$(VENV)/bin/kdbench report protocols/demo.yaml
 
 test: install
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not cluster"
 
 test-slow: install
 	$(PY) -m pytest -m slow
+
+# Real PostgreSQL, single-node SLURM and an MLflow server on 127.0.0.1, started and stopped by
+# scripts/cluster/*.sh (which install Debian's packages when missing: needs root).
+test-cluster: install
+	$(PY) -m pytest -m cluster
 
 lint: install
 	$(VENV)/bin/ruff check .

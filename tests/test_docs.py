@@ -1,6 +1,7 @@
 """Documentation is tested: every hook's exact signature is in docs/plugin_hooks.md."""
 
 import inspect
+import json
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,26 @@ def test_strategy_defaults_documented_as_in_the_code():
     for name, spec in KnowledgeDistillation.hparams.items():
         documented = rows[name].split(" ")[0].strip("`")
         assert spec.coerce(documented) == spec.default, name
+
+
+def test_slurm_options_documented_as_in_the_code():
+    """docs/cluster.md's table lists every option of the slurm executor with its default."""
+    import re
+
+    from kdbench_plugins.slurm_executor import SlurmOptions
+
+    text = (DOCS / "cluster.md").read_text().split("Every option")[1].split("\n## ")[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", text, flags=re.M))
+    assert set(rows) == set(SlurmOptions.model_fields)
+    for name, field in SlurmOptions.model_fields.items():
+        default = field.default_factory() if field.default_factory else field.default
+        documented = rows[name].strip("`")
+        if default is None:
+            expected = "none"
+        elif isinstance(default, bool):
+            expected = str(default).lower()
+        elif isinstance(default, (list, dict)):
+            expected = json.dumps(default)
+        else:
+            expected = str(default)
+        assert documented == expected, name
