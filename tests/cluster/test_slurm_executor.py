@@ -211,3 +211,38 @@ def test_a_preempted_task_is_requeued_and_resumes_from_its_checkpoint(
     history = Tracker(plan, uri).client.get_metric_history(done.info.run_id, "val_dice_mean")
     assert sorted({m.step for m in history}) == list(range(15))  # the whole curve
 
+
+
+def test_a_preempted_slurm_task_is_requeued_by_slurm_and_resumes(
+        tmp_path, data_dir, slurm_env, registry):
+    """The same on the real SLURM: USR2 to the task's step (what SLURM sends before the time
+    limit or on preemption), submitit requeues it (`scontrol requeue`; SLURM holds it ~2 min),
+    and the Job resumes from its checkpoint."""
+    protocol = _grid(tmp_path, "slurm_requeued", strategies=[{"name": "mono"}],
+                     training={"epochs": 15, "iterations_per_epoch": 2, "val_iterations": 1})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [sys.executable, "-m", "kdbench", "run", str(protocol), "--executor", "slurm",
+            "--profile", str(_profile(tmp_path)), "--data-dir", str(data_dir),
+            "--runs-dir", str(tmp_path / "runs"), "--tracking-uri", uri]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KDBENCH_")}, **slurm_env}
+    runner = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        records = tmp_path / "runs" / "slurm_requeued" / "executors" / "slurm" / RECORDS
+        row = json.loads(_wait_for(lambda: records.exists() and records.read_text(), 120,
+                                   "the submission").splitlines()[0])
+        epochs = tmp_path / "runs" / "slurm_requeued" / row["job_id"] / "epochs.jsonl"
+        _wait_for(lambda: epochs.exists() and len(epochs.read_text().splitlines()) >= 3, 300,
+                  "three epochs")
+        subprocess.run(["scancel", "--signal=USR2", row["slurm_id"]], check=True, env=env)
+        output, _ = runner.communicate(timeout=900)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 0, output
+    assert _scontrol(slurm_env, row["slurm_id"])["Restarts"] == "1"
+    assert "requeued, it resumes from its last checkpoint" in Path(row["stdout"]).read_text()
+    logged = [json.loads(line)["epoch"] for line in epochs.read_text().splitlines()]
+    assert logged.count(0) == 1 and sorted(set(logged)) == list(range(15))
+    plan, runs = _runs(protocol, registry, uri)
+    assert _complete_per_job(runs) == {plan.jobs[0].id: 1} and len(runs) == 2
