@@ -12,6 +12,9 @@ records of every executor that submitted Jobs of this protocol (``Executor.statu
   OUT_OF_MEMORY, ...), or its latest run FAILED, was KILLED, or is still marked RUNNING
   though no process holds the Job (killed without a word);
 - ``todo``: never started.
+
+A scheduler that cannot answer (state ``UNKNOWN``, e.g. no ``sacct``) is ignored: the MLflow
+record and the lock decide.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def _latest_runs(tracker: Any) -> tuple[dict[str, Any], set[str]]:
 def _state(run: Any, done: bool, scheduled: Any | None, held: bool) -> str:
     if done:
         return "done"
-    if scheduled is not None:
+    if scheduled is not None and scheduled.state != "UNKNOWN":  # UNKNOWN: no answer
         if scheduled.active:
             return "pending" if scheduled.state.startswith(_QUEUED) else "running"
         return "failed"  # the task ended and the Job has no complete run
