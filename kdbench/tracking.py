@@ -69,6 +69,25 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
         out[prefix] = str(value)[:6000]
 
 
+def ensure_experiment(client: Any, name: str, *, artifact_location: str | None = None,
+                      tags: Mapping[str, str] | None = None) -> str:
+    """The id of experiment ``name``, created if missing. Safe when several processes (array
+    tasks, tuning workers) create it at once: the loser of the race reads the winner's."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags=dict(tags or {}))
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
 class Tracker:
     """MLflow records of one protocol's Jobs.
 
@@ -85,21 +104,15 @@ class Tracker:
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         name = f"kdbench/{plan.protocol.name}"
-        experiment = self.client.get_experiment_by_name(name)
-        if experiment is None:
-            location = None
-            if artifact_root is None and tracking_uri.startswith("sqlite:///"):
-                artifact_root = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
-            if artifact_root is not None:
-                location = Path(artifact_root).resolve().as_uri()
-            experiment_id = self.client.create_experiment(
-                name, artifact_location=location,
-                tags={"kdbench.protocol": plan.protocol.name,
-                      "kdbench.protocol_version": plan.protocol.version},
-            )
-        else:
-            experiment_id = experiment.experiment_id
-        self.experiment_id = experiment_id
+        location = None
+        if artifact_root is None and tracking_uri.startswith("sqlite:///"):
+            artifact_root = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+        if artifact_root is not None:
+            location = Path(artifact_root).resolve().as_uri()
+        self.experiment_id = ensure_experiment(
+            self.client, name, artifact_location=location,
+            tags={"kdbench.protocol": plan.protocol.name,
+                  "kdbench.protocol_version": plan.protocol.version})
         self.experiment_name = name
 
     # -- lookup ---------------------------------------------------------------------------------
