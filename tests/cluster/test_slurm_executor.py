@@ -170,47 +170,59 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
-def test_a_preempted_task_is_requeued_and_resumes_from_its_checkpoint(
-        tmp_path, data_dir, registry):
-    """submitit's preemption signal (USR2) to a running task: the Job's process is stopped,
-    the task requeued, and the Job resumes from its last epoch checkpoint."""
-    protocol = _grid(tmp_path, "slurm_preempted", strategies=[{"name": "mono"}],
-                     training={"epochs": 15, "iterations_per_epoch": 2, "val_iterations": 1})
+EPOCHS = 15
+
+
+def _preempted(tmp_path, data_dir, registry, name, profile, env, preempt):
+    """Run a one-Job protocol through the slurm executor, call ``preempt(row)`` with its
+    submission record once three epochs are logged, and check that the Job was requeued,
+    resumed from its checkpoint (not restarted) and recorded once with the whole curve."""
+    protocol = _grid(tmp_path, name, strategies=[{"name": "mono"}],
+                     training={"epochs": EPOCHS, "iterations_per_epoch": 2, "val_iterations": 1})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [sys.executable, "-m", "kdbench", "run", str(protocol), "--executor", "slurm",
-            "--profile", str(_profile(tmp_path, cluster="local", poll_s=1)),
-            "--data-dir", str(data_dir), "--runs-dir", str(tmp_path / "runs"),
-            "--tracking-uri", uri]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KDBENCH_")}
+            "--profile", str(profile), "--data-dir", str(data_dir),
+            "--runs-dir", str(tmp_path / "runs"), "--tracking-uri", uri]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KDBENCH_")}, **env}
     runner = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:
-        records = tmp_path / "runs" / "slurm_preempted" / "executors" / "slurm" / RECORDS
+        records = tmp_path / "runs" / name / "executors" / "slurm" / RECORDS
         row = json.loads(_wait_for(lambda: records.exists() and records.read_text(), 120,
                                    "the submission").splitlines()[0])
-        epochs = tmp_path / "runs" / "slurm_preempted" / row["job_id"] / "epochs.jsonl"
+        epochs = tmp_path / "runs" / name / row["job_id"] / "epochs.jsonl"
         _wait_for(lambda: epochs.exists() and len(epochs.read_text().splitlines()) >= 3, 300,
                   "three epochs")
-        worker = _children(int(row["slurm_id"]))  # submitit's controller -> the task
-        assert len(worker) == 1
-        os.kill(worker[0], signal.SIGUSR2)
-        output, _ = runner.communicate(timeout=600)
+        preempt(row)
+        output, _ = runner.communicate(timeout=900)
     finally:
         if runner.poll() is None:
             runner.kill()
     assert runner.returncode == 0, output
-    log = Path(row["stdout"]).read_text()
-    assert "requeued, it resumes from its last checkpoint" in log
+    assert "requeued, it resumes from its last checkpoint" in Path(row["stdout"]).read_text()
     logged = [json.loads(line)["epoch"] for line in epochs.read_text().splitlines()]
     assert logged.count(0) == 1  # resumed, not restarted
-    assert sorted(set(logged)) == list(range(15))
+    assert sorted(set(logged)) == list(range(EPOCHS))
     plan, runs = _runs(protocol, registry, uri)
     assert _complete_per_job(runs) == {plan.jobs[0].id: 1}
-    done = next(r for r in runs if r.data.tags.get(STATUS) == COMPLETE)
     assert len(runs) == 2  # the stopped attempt and the resumed one
+    done = next(r for r in runs if r.data.tags.get(STATUS) == COMPLETE)
     history = Tracker(plan, uri).client.get_metric_history(done.info.run_id, "val_dice_mean")
-    assert sorted({m.step for m in history}) == list(range(15))  # the whole curve
+    assert sorted({m.step for m in history}) == list(range(EPOCHS))  # the whole curve
+    return row
 
+
+def test_a_preempted_task_is_requeued_and_resumes_from_its_checkpoint(
+        tmp_path, data_dir, registry):
+    """submitit's preemption signal (USR2) to a running task: the Job's process is stopped,
+    the task requeued, and the Job resumes from its last epoch checkpoint."""
+    def preempt(row):
+        worker = _children(int(row["slurm_id"]))  # submitit's controller -> the task
+        assert len(worker) == 1
+        os.kill(worker[0], signal.SIGUSR2)
+
+    _preempted(tmp_path, data_dir, registry, "slurm_preempted",
+               _profile(tmp_path, cluster="local", poll_s=1), {}, preempt)
 
 
 def test_a_preempted_slurm_task_is_requeued_by_slurm_and_resumes(
@@ -218,31 +230,10 @@ def test_a_preempted_slurm_task_is_requeued_by_slurm_and_resumes(
     """The same on the real SLURM: USR2 to the task's step (what SLURM sends before the time
     limit or on preemption), submitit requeues it (`scontrol requeue`; SLURM holds it ~2 min),
     and the Job resumes from its checkpoint."""
-    protocol = _grid(tmp_path, "slurm_requeued", strategies=[{"name": "mono"}],
-                     training={"epochs": 15, "iterations_per_epoch": 2, "val_iterations": 1})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = [sys.executable, "-m", "kdbench", "run", str(protocol), "--executor", "slurm",
-            "--profile", str(_profile(tmp_path)), "--data-dir", str(data_dir),
-            "--runs-dir", str(tmp_path / "runs"), "--tracking-uri", uri]
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KDBENCH_")}, **slurm_env}
-    runner = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-    try:
-        records = tmp_path / "runs" / "slurm_requeued" / "executors" / "slurm" / RECORDS
-        row = json.loads(_wait_for(lambda: records.exists() and records.read_text(), 120,
-                                   "the submission").splitlines()[0])
-        epochs = tmp_path / "runs" / "slurm_requeued" / row["job_id"] / "epochs.jsonl"
-        _wait_for(lambda: epochs.exists() and len(epochs.read_text().splitlines()) >= 3, 300,
-                  "three epochs")
-        subprocess.run(["scancel", "--signal=USR2", row["slurm_id"]], check=True, env=env)
-        output, _ = runner.communicate(timeout=900)
-    finally:
-        if runner.poll() is None:
-            runner.kill()
-    assert runner.returncode == 0, output
+    def preempt(row):
+        subprocess.run(["scancel", "--signal=USR2", row["slurm_id"]], check=True,
+                       env={**os.environ, **slurm_env})
+
+    row = _preempted(tmp_path, data_dir, registry, "slurm_requeued", _profile(tmp_path),
+                     slurm_env, preempt)
     assert _scontrol(slurm_env, row["slurm_id"])["Restarts"] == "1"
-    assert "requeued, it resumes from its last checkpoint" in Path(row["stdout"]).read_text()
-    logged = [json.loads(line)["epoch"] for line in epochs.read_text().splitlines()]
-    assert logged.count(0) == 1 and sorted(set(logged)) == list(range(15))
-    plan, runs = _runs(protocol, registry, uri)
-    assert _complete_per_job(runs) == {plan.jobs[0].id: 1} and len(runs) == 2
