@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -23,13 +24,29 @@ def tune(
     device: Device = "cpu",
     data_workers: Workers = 0,
     compile: Compile = False,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, help="Tuning worker processes to start on this machine, sharing "
+        "each study (needs a PostgreSQL or journal:/// --storage when more than 1).")] = 1,
+    worker_index: Annotated[int | None, typer.Option(
+        "--worker-index", min=0, envvar="SLURM_ARRAY_TASK_ID", show_default="0",
+        help="This worker's number when workers are started one by one (on several nodes, "
+        "a SLURM array) on one shared --storage; seeds its sampler.")] = None,
+    heartbeat: Annotated[int, typer.Option(
+        "--heartbeat", min=1, metavar="SECONDS",
+        help="Shared storage: seconds between heartbeats of a running trial.")] = 60,
+    grace: Annotated[int, typer.Option(
+        "--grace", min=2, metavar="SECONDS",
+        help="Shared storage: seconds without a heartbeat after which a running trial is "
+        "failed and its parameters retried.")] = 120,
 ) -> None:
     """Tune every `hparams: tuned` strategy: one Optuna study per (strategy, scenario, tuning
-    N), the same trial budget for each, pruned on validation Dice; rerun to continue."""
+    N), the same trial budget for each, pruned on validation Dice; rerun to continue. Several
+    workers (--workers, or --worker-index on other nodes) share the studies of a PostgreSQL or
+    journal storage; the budget stays exact."""
     from kdbench.cli.run import _settings
-    from kdbench.tuning.studies import default_storage
+    from kdbench.tuning.studies import default_storage, display_url
+    from kdbench.tuning.tune import LAUNCHED_ENV, tune_protocol
     from kdbench.tuning.tune import show as show_studies
-    from kdbench.tuning.tune import tune_protocol
 
     settings = _settings(ctx, protocol, data_dir, runs_dir, tracking_uri, device, data_workers,
                          compile, storage)
@@ -39,19 +56,26 @@ def tune(
         summaries = show_studies(settings, registry, storage)
     else:
         summaries = tune_protocol(settings, registry, storage,
-                                  progress=lambda line: console.print(line))
+                                  progress=lambda line: console.print(line), workers=workers,
+                                  worker_index=worker_index, heartbeat=heartbeat, grace=grace)
+    if os.environ.get(LAUNCHED_ENV):  # a worker of `--workers K`: its launcher prints them
+        console.print(f"worker {worker_index}: done")
+        return
     for summary in summaries:
         _print(summary)
-    console.print(f"Optuna storage: {storage}\n  open it with: optuna-dashboard {storage}")
+    shown = display_url(storage)
+    dashboard = storage[len("journal://"):] if storage.startswith("journal://") else shown
+    console.print(f"Optuna storage: {shown}\n  open it with: optuna-dashboard {dashboard}")
 
 
 def _print(summary) -> None:  # noqa: ANN001 - a StudySummary or None
     if summary is None:
         return
     target = summary.target
+    surplus = f", {summary.surplus} surplus" if summary.surplus else ""
     console.print(f"[bold]{target.name}[/]: {summary.counted}/{summary.budget} trials "
                   f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} "
-                  f"failed); best validation Dice "
+                  f"failed{surplus}); best validation Dice "
                   f"{'-' if summary.best_value is None else f'{summary.best_value:.4f}'}")
     for key, value in sorted(summary.best_params.items()):
         console.print(f"  best {key} = {value}")

@@ -8,8 +8,25 @@ trial's parameters of its study (the one at ``tuning.n``, or at its own N when t
 tunes at every N). The study name holds the template Job's id, so an edited protocol (budget,
 version, data) never reuses an older study.
 
-Storage: ``KDBENCH_OPTUNA_STORAGE`` or ``--storage`` (any Optuna storage URL), by default the
-SQLite file ``optuna/studies.db`` under the working directory — never MLflow's database.
+Storage: ``KDBENCH_OPTUNA_STORAGE`` or ``--storage``, by default the SQLite file
+``optuna/studies.db`` under the working directory — never MLflow's database. Every study of
+kdbench is opened through :func:`open_storage`, which accepts three forms:
+
+- ``sqlite:///path.db``: one tuning worker at a time (the single-machine default);
+- ``postgresql+psycopg://…`` (or ``postgresql://``, ``mysql…``): Optuna's ``RDBStorage`` with
+  a heartbeat (``heartbeat`` / ``grace`` seconds, 60 / 120 by default) and
+  ``RetryHeartbeatStaleTrialCallback``: the trial of a worker that stopped beating (killed,
+  preempted, lost node) is failed by the next worker that looks and queued again (WAITING) with
+  the same parameters, at most :data:`MAX_RETRY` times;
+- ``journal:///abs/path/studies.log``: Optuna's ``JournalStorage`` on a file
+  (``JournalFileBackend``, symlink lock), for clusters where no database server is allowed.
+  Optuna's journal storage has no heartbeat of its own (it does not implement
+  ``BaseHeartbeat``); kdbench adds one (:func:`_journal_storage`): each running trial writes
+  its wall-clock time as the system attribute ``kdbench.heartbeat`` every ``heartbeat``
+  seconds, a RUNNING trial without a beat for ``grace`` seconds is stale, and Optuna's own
+  ``fail_stale_trials`` and retry callback then act on it exactly as with PostgreSQL (the
+  journal's log order makes "first one to fail it wins", so a stale trial is retried once).
+  Clocks of the nodes must agree to well under ``grace`` (NTP).
 """
 
 from __future__ import annotations
@@ -25,6 +42,14 @@ from kdbench.plan import Job, Plan
 from kdbench.registry import Registry
 
 ENV_STORAGE = "KDBENCH_OPTUNA_STORAGE"
+HEARTBEAT = 60  # seconds between two heartbeats of a running trial (shared storages)
+GRACE = 120  # seconds without a heartbeat after which a RUNNING trial is stale
+MAX_RETRY = 3  # times a stale trial's parameters are queued again
+HEARTBEAT_ATTR = "kdbench.heartbeat"  # journal storage: a trial's last beat (epoch seconds)
+RDB_SCHEMES = ("postgresql", "mysql")
+FORMS = ("sqlite:///path/studies.db (one worker), postgresql+psycopg://user:password@host:port/db "
+         "(or postgresql://, mysql://), journal:///absolute/path/studies.log")
+_OPENED: dict[tuple[str, int, int], Any] = {}
 
 
 def default_storage(root: Path | None = None) -> str:
@@ -32,6 +57,164 @@ def default_storage(root: Path | None = None) -> str:
     from kdbench.tracking import local_store
 
     return local_store(ENV_STORAGE, "optuna/studies.db", root)
+
+
+def display_url(url: str) -> str:
+    """A storage URL fit to print or log: its password, if any, masked."""
+    if url.split(":", 1)[0].split("+", 1)[0] not in RDB_SCHEMES:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is reported by open_storage
+        return url.split("@", 1)[-1]
+
+
+def is_shared(storage: Any) -> bool:
+    """Whether an opened storage (see :func:`open_storage`) serves several workers: anything
+    but a SQLite URL."""
+    return not isinstance(storage, str)
+
+
+def open_storage(url: Any, *, workers: int = 1, heartbeat: int = HEARTBEAT,
+                 grace: int = GRACE) -> Any:
+    """The Optuna storage of a URL, for ``optuna.create_study`` / ``load_study``.
+
+    ``sqlite:///…`` is returned as is (one worker); ``postgresql…`` / ``mysql…`` become an
+    ``RDBStorage`` and ``journal:///abs/path.log`` a ``JournalStorage``, both with a heartbeat
+    every ``heartbeat`` seconds, a ``grace`` period and the retry callback (module docstring).
+    An already opened storage object is returned unchanged. One object per (URL, heartbeat,
+    grace) and process.
+
+    Args:
+        url: the storage URL.
+        workers: how many workers will share the storage (or the highest worker index + 1).
+
+    Raises:
+        KdbenchError: SQLite for more than one worker, an unknown scheme, a relative journal
+            path, ``grace`` not above ``heartbeat``, a missing database driver or an
+            unreachable server (each naming the URL, password masked, and the fix).
+    """
+    if not isinstance(url, str):
+        return url
+    if url.startswith("sqlite:"):
+        if workers > 1:
+            raise KdbenchError(
+                f"Optuna storage {url} is SQLite, the single-machine default: it serves one "
+                "tuning worker at a time, and this is one of several (--workers above 1, or "
+                "--worker-index / $SLURM_ARRAY_TASK_ID above 0); its file lock stalls under "
+                "several writers and a killed worker's trial could not be told from a live "
+                "one. Give the workers a shared storage with --storage: a PostgreSQL URL "
+                "(`scripts/cluster/postgres.sh start DIR` starts a server and prints one: "
+                "postgresql+psycopg://…), or journal:///absolute/path/studies.log where no "
+                "database server is allowed")
+        return url
+    if heartbeat < 1 or grace <= heartbeat:
+        raise KdbenchError(
+            f"heartbeat {heartbeat} s and grace {grace} s for Optuna storage {display_url(url)}: "
+            "the heartbeat must be at least 1 s and the grace period longer than it (a live "
+            "trial would otherwise be failed between two beats); the defaults are "
+            f"--heartbeat {HEARTBEAT} --grace {GRACE}")
+    key = (url, heartbeat, grace)
+    if key not in _OPENED:
+        scheme = url.split(":", 1)[0]
+        if scheme.split("+", 1)[0] in RDB_SCHEMES and "://" in url:
+            _OPENED[key] = _rdb_storage(url, heartbeat, grace)
+        elif scheme == "journal":
+            _OPENED[key] = _journal_storage(url, heartbeat, grace)
+        else:
+            raise KdbenchError(f"Optuna storage {display_url(url)!r}: unknown kind of URL; "
+                               f"kdbench accepts {FORMS}")
+    return _OPENED[key]
+
+
+def _retry_callback() -> Any:
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+
+
+def _rdb_storage(url: str, heartbeat: int, grace: int) -> Any:
+    import warnings
+
+    import optuna
+    import sqlalchemy.exc
+
+    shown = display_url(url)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat,
+                grace_period=grace, heartbeat_stale_trial_callback=_retry_callback())
+    except ImportError as exc:
+        reason = exc.__cause__ or exc
+        raise KdbenchError(
+            f"Optuna storage {shown}: its database driver is not installed ({reason}); install "
+            "it, e.g. pip install 'kdbench[cluster]' (psycopg) for postgresql+psycopg://"
+        ) from None
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise KdbenchError(f"Optuna storage {shown}: not a valid database URL ({exc}); kdbench "
+                           f"accepts {FORMS}") from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise KdbenchError(
+            f"Optuna storage {shown}: cannot reach the database ({reason}); start it (e.g. "
+            "`scripts/cluster/postgres.sh start DIR` prints the URL of a fresh server) or fix "
+            "the URL") from None
+
+
+def _journal_storage(url: str, heartbeat: int, grace: int) -> Any:
+    """A ``JournalStorage`` on the file of ``journal:///abs/path``, with kdbench's heartbeat
+    (module docstring): Optuna's ``optimize`` starts a beating thread for every trial and
+    ``fail_stale_trials`` fails the stale ones, because the storage is a ``BaseHeartbeat``."""
+    import contextlib
+    import time
+
+    import optuna
+    from optuna.storages._heartbeat import BaseHeartbeat
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.trial import TrialState
+
+    path = url[len("journal://"):]
+    if not url.startswith("journal:///") or not Path(path).is_absolute():
+        raise KdbenchError(f"Optuna storage {url!r}: a journal file needs an absolute path, "
+                           "journal:///absolute/path/studies.log (three slashes)")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    callback = _retry_callback()
+
+    class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+        def record_heartbeat(self, trial_id: int) -> None:
+            # a trial failed as stale by another worker meanwhile has nothing left to beat for
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+            now = time.time()
+            stale = []
+            for trial in self.get_all_trials(study_id, deepcopy=False,
+                                             states=(TrialState.RUNNING,)):
+                # the start counts as a beat: a trial killed before its first one, and a
+                # retry, which carries the beats of the trial it retries
+                beats = [float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0))]
+                if trial.datetime_start is not None:
+                    beats.append(trial.datetime_start.timestamp())
+                if now - max(beats) > grace:
+                    stale.append(trial._trial_id)
+            return stale
+
+        def get_heartbeat_interval(self) -> int:
+            return heartbeat
+
+        def get_heartbeat_stale_trial_callback(self) -> Any:
+            return callback
+
+    return HeartbeatJournalStorage(JournalFileBackend(path))
 
 
 @dataclass(frozen=True)
@@ -126,13 +309,13 @@ def best_hparams(plan: Plan, job: Job, registry: Registry, storage: str
     target = target_for(plan, job, registry)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.load_study(study_name=target.name, storage=storage)
+        study = optuna.load_study(study_name=target.name, storage=open_storage(storage))
         params = study.best_trial.params
     except (KeyError, ValueError):
         raise KdbenchError(
             f"strategy {target.label!r} is `tuned` but study {target.name!r} has no complete "
-            f"trial in {storage}; run `kdbench tune {plan.protocol.name}.yaml` (or pass the "
-            "--storage it used)") from None
+            f"trial in {display_url(storage)}; run `kdbench tune {plan.protocol.name}.yaml` "
+            "(or pass the --storage it used)") from None
     cls = registry.strategies.get(job.component)
     return cls.resolve_hparams(params), target
 
@@ -147,13 +330,21 @@ def resolve_tuned(plan: Plan, job: Job, registry: Registry, storage: str | None
     return dataclasses.replace(job, hparams=hparams), target.name
 
 
-def make_sampler(kind: str, seed: int) -> Any:
-    """TPE (default) or random, seeded."""
+def make_sampler(kind: str, seed: int, *, shared: bool = False) -> Any:
+    """TPE (default) or random, seeded. ``shared``: several workers draw at once, so TPE
+    treats the other workers' running trials as bad ("constant liar") instead of drawing
+    next to them."""
+    import warnings
+
     import optuna
 
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    if not shared:
+        return optuna.samplers.TPESampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def make_pruner(kind: str, epochs: int) -> Any:
