@@ -29,6 +29,7 @@ class RunReport:
     todo: list[str]
     tracking_uri: str
     experiment: str
+    detached: bool = False  # the executor submitted the Jobs and returned before they ended
 
 
 def select_jobs(plan: Plan, only: Sequence[str] | None) -> list[Job]:
@@ -155,5 +156,5 @@ def run_protocol(
     ensure_data(protocol, registry, settings.data_dir)
     launcher = _Launcher(settings, registry, len(report.todo), progress,
                          state_dir(settings, plan, executor))
-    cls(options).execute(waves, launcher, max_parallel=max_parallel)
+    report.detached = bool(cls(options).execute(waves, launcher, max_parallel=max_parallel))
     return report

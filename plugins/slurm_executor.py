@@ -163,7 +163,7 @@ class SlurmExecutor(Executor):
     Options = SlurmOptions
 
     def execute(self, waves: Sequence[Sequence], launcher: JobLauncher,
-                max_parallel: int = 1) -> None:
+                max_parallel: int = 1) -> bool:
         options: SlurmOptions = self.options  # type: ignore[assignment]
         folder = launcher.state_dir
         records = Submissions(folder)
@@ -205,9 +205,11 @@ class SlurmExecutor(Executor):
                 self._follow({j.id: handles.pop(j.id) for j in fresh}, launcher, options)
         if options.wait:
             self._follow(handles, launcher, options)
-        elif handles:
+            return False
+        if handles:
             launcher.note(f"{len(handles)} Job(s) submitted or queued; follow them with "
                           "`kdbench status`, rerun the same command after failures")
+        return bool(handles)
 
     @staticmethod
     def _executor(folder: Path, options: SlurmOptions) -> Any:

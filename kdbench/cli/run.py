@@ -77,7 +77,7 @@ def run(
         report = run_protocol(settings, registry, executor=executor, only=only,
                               dry_run=dry_run, max_parallel=jobs, progress=progress,
                               profile=profile)
-    verb = "would run" if dry_run else "ran"
+    verb = "would run" if dry_run else "submitted" if report.detached else "ran"
     console.print(f"{report.plan.protocol.name}: {len(report.skipped)} Jobs already complete, "
                   f"{verb} {len(report.todo)}")
     if dry_run:
@@ -85,6 +85,8 @@ def run(
             job = report.plan.job(job_id)
             console.print(f"  {job.id}  {job.component:<10} N={job.n:<5} seed {job.seed}")
         return
+    if report.detached:
+        console.print(f"follow them with: kdbench status {protocol}")
     _print_results(report)
     uri = report.tracking_uri
     how = (f"open {uri} in a browser" if uri.startswith(("http://", "https://"))

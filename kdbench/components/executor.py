@@ -86,6 +86,7 @@ class Executor(Component):
         return []
 
     def execute(self, waves: Sequence[Sequence[Job]], launcher: JobLauncher,
-                max_parallel: int = 1) -> None:
-        """Run ``waves`` in order through ``launcher``."""
+                max_parallel: int = 1) -> bool | None:
+        """Run ``waves`` in order through ``launcher``; return ``True`` when the Jobs were
+        only submitted (a scheduler's executor that does not wait for them)."""
         raise NotImplementedError(f"executor {self.name!r} does not implement execute")

@@ -131,6 +131,7 @@ def test_an_interrupted_grid_is_finished_by_resubmitting_the_same_command(
     first = _cli(args, slurm_env, tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "submitted or queued" in first.stdout
+    assert "0 Jobs already complete, submitted 3" in first.stdout
     records = runs_dir / "slurm_interrupted" / "executors" / "slurm" / "submissions.jsonl"
     rows = [json.loads(line) for line in records.read_text().splitlines()]
     assert len(rows) == 3
