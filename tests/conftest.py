@@ -92,27 +92,53 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
-    """A throw-away PostgreSQL on 127.0.0.1 (scripts/cluster/postgres.sh), stopped at the end.
-    Its folder is under /tmp (the `postgres` user must be able to enter it)."""
+def postgres():
+    """A throw-away PostgreSQL on 127.0.0.1 (scripts/cluster/postgres.sh), stopped at the end:
+    its folder (under /tmp: the `postgres` user must be able to enter it)."""
     import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="kdpg"))
     try:
-        yield _service("postgres.sh", folder, str(free_port()))
+        _service("postgres.sh", folder, str(free_port()))
+        yield folder
     finally:
         _stop("postgres.sh", folder)
 
 
+def _database_url(folder: Path, name: str) -> str:
+    import subprocess
+
+    from helpers import ROOT
+
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "cluster" / "postgres.sh"), "url",
+                          str(folder), name], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 @pytest.fixture(scope="session")
-def tracking_server(postgres_url):
-    """An MLflow tracking server (scripts/cluster/mlflow_server.sh) on 127.0.0.1 with the
-    PostgreSQL backend store; its URL (``http://127.0.0.1:PORT``)."""
+def postgres_database(postgres):
+    """name -> the URL of that database of the throw-away server (created if missing)."""
+    return lambda name: _database_url(postgres, name)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres):
+    """The URL of the throw-away server's database for Optuna (``kdbench``)."""
+    return _database_url(postgres, "kdbench")
+
+
+@pytest.fixture(scope="session")
+def tracking_server(postgres):
+    """An MLflow tracking server (scripts/cluster/mlflow_server.sh) on 127.0.0.1 with its own
+    PostgreSQL database as backend store (Optuna and MLflow each keep an alembic_version
+    table: they cannot share one); its URL (``http://127.0.0.1:PORT``)."""
     import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="kdmlflow"))
     try:
-        yield _service("mlflow_server.sh", folder, postgres_url, str(free_port()))
+        yield _service("mlflow_server.sh", folder, _database_url(postgres, "mlflow"),
+                       str(free_port()))
     finally:
         _stop("mlflow_server.sh", folder)
 

@@ -167,6 +167,13 @@ def _rdb_storage(url: str, heartbeat: int, grace: int) -> Any:
             f"Optuna storage {shown}: cannot reach the database ({reason}); start it (e.g. "
             "`scripts/cluster/postgres.sh start DIR` prints the URL of a fresh server) or fix "
             "the URL") from None
+    except RuntimeError as exc:
+        if "table schema" not in str(exc):
+            raise
+        raise KdbenchError(
+            f"Optuna storage {shown}: the database holds another application's schema version "
+            "(an alembic_version table, e.g. MLflow's backend store); give Optuna its own "
+            "database (`scripts/cluster/postgres.sh url DIR optuna` creates one)") from None
 
 
 def _journal_storage(url: str, heartbeat: int, grace: int) -> Any:

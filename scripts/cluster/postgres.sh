@@ -3,7 +3,10 @@
 #
 #   postgres.sh start DIR [PORT]   initdb DIR/pgdata if needed, start it, print the URL (last line)
 #   postgres.sh stop DIR           pg_ctl stop -m fast; succeeds if already stopped
-#   postgres.sh url DIR            print the SQLAlchemy URL of DIR's server
+#   postgres.sh url DIR [DATABASE] print the SQLAlchemy URL of DIR's server; with DATABASE, of
+#                                  that database (created, owned by `kdbench`, if missing):
+#                                  Optuna and MLflow each need their own (both keep an
+#                                  alembic_version table), e.g. `url DIR mlflow` for the server
 #
 # The server listens on 127.0.0.1 only (unix socket in DIR/socket), uses scram-sha-256 with a
 # random password (DIR/password, mode 600) and has a role and database `kdbench`.
@@ -16,7 +19,7 @@ PROG=$(basename "$0")
 
 die() { echo "error: $*" >&2; exit 1; }
 usage() {
-  echo "usage: $PROG start DIR [PORT] | stop DIR | url DIR" >&2
+  echo "usage: $PROG start DIR [PORT] | stop DIR | url DIR [DATABASE]" >&2
   exit 2
 }
 
@@ -206,8 +209,19 @@ cmd_stop() {
 }
 
 cmd_url() {
+  local db=${1:-kdbench} port
   [[ -s $DIR/url ]] || die "no URL in $DIR/url (run: $PROG start $DIR)"
-  cat "$DIR/url"
+  if [[ $db == kdbench ]]; then cat "$DIR/url"; return 0; fi
+  [[ $db =~ ^[a-z_][a-z0-9_]{0,62}$ ]] \
+    || die "database name '$db': use lower-case letters, digits and _ (a letter or _ first)"
+  PGBIN=$(find_pg_bin) || die "PostgreSQL binaries not found"
+  pick_os_user
+  is_running || die "the server in $PGDATA is not running (run: $PROG start $DIR)"
+  port=$(cat "$DIR/port")
+  if [[ -z $(psql_super "$port" "select 1 from pg_database where datname = '$db'") ]]; then
+    psql_super "$port" "create database $db owner kdbench" >/dev/null
+  fi
+  sed "s#/kdbench\$#/$db#" "$DIR/url"
 }
 
 [[ $# -ge 2 ]] || usage
@@ -225,6 +239,6 @@ PGDATA=$DIR/pgdata
 case $CMD in
   start) [[ $# -le 3 ]] || usage; cmd_start "${3:-}" ;;
   stop)  [[ $# -eq 2 ]] || usage; cmd_stop ;;
-  url)   [[ $# -eq 2 ]] || usage; cmd_url ;;
+  url)   [[ $# -le 3 ]] || usage; cmd_url "${3:-}" ;;
   *) usage ;;
 esac

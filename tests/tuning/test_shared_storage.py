@@ -268,6 +268,23 @@ def test_postgresql_storage_has_the_heartbeat_and_the_retry(postgres_url):
 
 
 @pytest.mark.cluster
+def test_a_database_with_another_applications_schema_is_named(postgres_database):
+    """Optuna and MLflow both keep an alembic_version table: sharing one database fails with
+    Optuna's cryptic "no longer compatible"; kdbench says what is wrong and what to do."""
+    import sqlalchemy as sa
+
+    url = postgres_database("like_mlflow")
+    with sa.create_engine(url).begin() as connection:
+        connection.execute(sa.text("create table alembic_version "
+                                   "(version_num varchar(32) primary key)"))
+        connection.execute(sa.text("insert into alembic_version values ('1b5f0d9ad7c1')"))
+    with pytest.raises(KdbenchError, match="another application's schema version") as raised:
+        open_storage(url, heartbeat=2, grace=4)
+    assert "postgres.sh url DIR optuna" in str(raised.value)
+    assert url not in str(raised.value)  # the password is masked
+
+
+@pytest.mark.cluster
 def test_four_workers_one_killed_keep_the_budget_exact(postgres_url, shared, registry):
     from mlflow.tracking import MlflowClient
 
