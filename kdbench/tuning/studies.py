@@ -139,19 +139,38 @@ def _retry_callback() -> Any:
         return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
 
 
-def _rdb_storage(url: str, heartbeat: int, grace: int) -> Any:
+def _new_rdb_storage(url: str, heartbeat: int, grace: int, attempts: int = 6) -> Any:
+    """``RDBStorage`` on ``url``. Workers started together (a SLURM array) on a fresh database
+    all create Optuna's tables at once, and PostgreSQL refuses all but one (a duplicate key in
+    its catalogue): the others try again once the tables are there."""
+    import random
+    import time
     import warnings
 
     import optuna
     import sqlalchemy.exc
 
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat,
+                    grace_period=grace, heartbeat_stale_trial_callback=_retry_callback())
+        except sqlalchemy.exc.DBAPIError as exc:
+            racing = any(word in str(exc) for word in ("duplicate key", "already exists"))
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random() * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _rdb_storage(url: str, heartbeat: int, grace: int) -> Any:
+    import sqlalchemy.exc
+
     shown = display_url(url)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat,
-                grace_period=grace, heartbeat_stale_trial_callback=_retry_callback())
+        return _new_rdb_storage(url, heartbeat, grace)
     except ImportError as exc:
         reason = exc.__cause__ or exc
         raise KdbenchError(

@@ -284,6 +284,27 @@ def test_a_database_with_another_applications_schema_is_named(postgres_database)
     assert url not in str(raised.value)  # the password is masked
 
 
+OPEN_AT = """
+import sys, time
+from kdbench.tuning.studies import open_storage
+while time.time() < float(sys.argv[2]):
+    time.sleep(0.001)
+open_storage(sys.argv[1], workers=4, heartbeat=2, grace=4)
+"""
+
+
+@pytest.mark.cluster
+def test_workers_opening_a_fresh_database_at_once_all_get_the_storage(postgres_database):
+    """A SLURM array's workers start together and each creates Optuna's tables: PostgreSQL
+    lets one win, the others retry."""
+    url = postgres_database("fresh_race")
+    start = str(time.time() + 3)
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, url, start],
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, "\n".join(errors)
+
+
 @pytest.mark.cluster
 def test_four_workers_one_killed_keep_the_budget_exact(postgres_url, shared, registry):
     from mlflow.tracking import MlflowClient
