@@ -95,7 +95,7 @@ def _tuning(plan: Any, registry: Registry, storage: str | None) -> list[dict[str
     if plan.protocol.tuning is None:
         return []
     from kdbench.tuning.studies import default_storage
-    from kdbench.tuning.tune import study_summaries
+    from kdbench.tuning.summary import study_summaries
 
     return [{"study": s.target.name, "strategy": s.target.label, "scenario": s.target.scenario,
              "N": s.target.n, "budget": s.budget, "complete": s.complete, "pruned": s.pruned,

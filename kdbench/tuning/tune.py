@@ -48,7 +48,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +55,11 @@ from kdbench.engine.execute import RunSettings
 from kdbench.errors import KdbenchError
 from kdbench.registry import Registry
 from kdbench.tuning.studies import GRACE, HEARTBEAT, StudyTarget
+from kdbench.tuning.summary import SURPLUS_ATTR, StudySummary, summarise
 
 STUDY_TAG = "kdbench.study"
 COUNTED = ("COMPLETE", "PRUNED")
 IN_FLIGHT = ("RUNNING", "WAITING")
-SURPLUS_ATTR = "kdbench.surplus"  # trial user attribute: failed because the budget was covered
 WORKER_ATTR = "kdbench.worker"  # trial user attributes: which worker ran it, on which host:pid
 HOST_ATTR = "kdbench.host"
 SEED_STRIDE = 100003
@@ -83,58 +82,6 @@ class _QuietSurplus(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         return not any(message.startswith(f"Trial {n} failed") for n in self.numbers)
-
-
-@dataclass
-class StudySummary:
-    """Where a study stands: its trial counts, best trial and history."""
-
-    target: StudyTarget
-    complete: int
-    pruned: int
-    failed: int
-    budget: int
-    best_value: float | None
-    best_params: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)
-    surplus: int = 0  # FAIL trials that only gave way to others (several workers), not failures
-
-    @property
-    def counted(self) -> int:
-        """Trials that count towards the budget (complete and pruned)."""
-        return self.complete + self.pruned
-
-
-def summarise(target: StudyTarget, storage: Any, budget: int) -> StudySummary | None:
-    """The summary of a study, ``None`` when it does not exist yet (``storage``: a URL or an
-    opened storage)."""
-    import optuna
-
-    from kdbench.tuning.studies import open_storage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=target.name, storage=open_storage(storage))
-    except KeyError:
-        return None
-    trials = study.get_trials(deepcopy=False)
-    states = [_state(t) for t in trials]
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
-    history = [{"number": t.number, "state": state, "value": t.value,
-                "epochs": len(t.intermediate_values), "params": t.params}
-               for t, state in zip(trials, states, strict=True)]
-    return StudySummary(target, states.count("COMPLETE"), states.count("PRUNED"),
-                        states.count("FAIL"), budget, None if best is None else best.value,
-                        {} if best is None else dict(best.params), history,
-                        states.count("SURPLUS"))
-
-
-def _state(trial: Any) -> str:
-    """A trial's Optuna state name, SURPLUS for a FAIL that gave way to other workers."""
-    if trial.state.name == "FAIL" and trial.user_attrs.get(SURPLUS_ATTR):
-        return "SURPLUS"
-    return trial.state.name
 
 
 class _Tuner:
@@ -536,24 +483,3 @@ def _hostname() -> str:
     import socket
 
     return socket.gethostname()
-
-
-def show(settings: RunSettings, registry: Registry, storage: str) -> list[StudySummary | None]:
-    """The summary of every study of the protocol (``None`` for one not started)."""
-    from kdbench.plan import build_plan
-    from kdbench.protocol import load_protocol
-    from kdbench.tuning.studies import study_targets
-
-    protocol = load_protocol(settings.protocol_path, registry)
-    plan = build_plan(protocol, registry)
-    return [summarise(t, storage, protocol.tuning.trials if protocol.tuning else 0)
-            for t in study_targets(plan, registry)]
-
-
-def study_summaries(plan: Any, registry: Registry, storage: str) -> list[StudySummary]:
-    """The existing studies of a plan (for the report's budget table)."""
-    from kdbench.tuning.studies import study_targets
-
-    budget = plan.protocol.tuning.trials if plan.protocol.tuning else 0
-    found = [summarise(t, storage, budget) for t in study_targets(plan, registry)]
-    return [s for s in found if s is not None]
