@@ -200,7 +200,11 @@ class KdbenchTrainer(nnUNetTrainer):
         super().on_train_epoch_start()
 
     def on_epoch_end(self) -> None:
-        """nnU-Net's bookkeeping and checkpoints, then the callbacks every k epochs."""
+        """The callbacks every k epochs, then nnU-Net's bookkeeping and checkpoints.
+
+        The callbacks run first: a Job killed between the two then resumes from the previous
+        checkpoint and logs this epoch again (the epoch log keeps the last record of an epoch),
+        whereas the other order would resume after an epoch whose report was never written."""
         epoch = self.current_epoch
         due = (epoch + 1) % self.settings.validate_every == 0 or epoch == self.num_epochs - 1
         report = None
@@ -216,6 +220,9 @@ class KdbenchTrainer(nnUNetTrainer):
                 val_dice=dice,
                 mean_val_dice=float(self.logger.get_value("mean_fg_dice", step=-1)),
             )
+        if report is not None:
+            for callback in self.settings.callbacks:
+                callback(report)
         # nnU-Net redraws its progress PNG every epoch (~0.5 s of matplotlib): kdbench's curves
         # are in MLflow, so the PNG is drawn only with checkpoints and at the end.
         drawn = (epoch + 1) % self.save_every == 0 or epoch == self.num_epochs - 1
@@ -225,9 +232,6 @@ class KdbenchTrainer(nnUNetTrainer):
             super().on_epoch_end()
         finally:
             self.logger.__dict__.pop("plot_progress_png", None)
-        if report is not None:
-            for callback in self.settings.callbacks:
-                callback(report)
 
     def on_train_start(self) -> None:
         """nnU-Net's start-up, without the architecture plot (it needs hiddenlayer)."""
