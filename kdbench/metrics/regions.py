@@ -51,6 +51,9 @@ def to_canonical(labels: np.ndarray, convention: str) -> np.ndarray:
             scoring it as background would hide a convention mix-up.
     """
     mapping = check_convention(convention)
+    fast = _lookup(labels, mapping)  # one table lookup; np.unique only to name a bad value
+    if fast is not None:
+        return fast
     values = np.unique(labels)
     unknown = [v for v in values.tolist() if v not in mapping]
     if unknown:
@@ -66,6 +69,24 @@ def to_canonical(labels: np.ndarray, convention: str) -> np.ndarray:
     for source, canonical in mapping.items():
         lookup[source] = canonical
     return lookup[labels.astype(np.intp, copy=False)]
+
+
+def _lookup(labels: np.ndarray, mapping: Mapping[int, int]) -> np.ndarray | None:
+    """Canonical labels of an integer label map through one lookup table, or ``None`` when a
+    value is outside ``mapping`` (or the map is not of non-negative integers): the caller then
+    finds and names the bad values."""
+    if labels.size == 0 or labels.dtype.kind not in "ui":
+        return None
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high > max(mapping):
+        return None
+    unknown = np.uint8(255)
+    lookup = np.full(high + 1, unknown, dtype=np.uint8)
+    for source, canonical in mapping.items():
+        if source <= high:
+            lookup[source] = canonical
+    out = lookup[labels]
+    return None if (out == unknown).any() else out
 
 
 def region_masks(canonical: np.ndarray) -> dict[str, np.ndarray]:
