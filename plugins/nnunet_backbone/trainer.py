@@ -53,6 +53,8 @@ class TrainerSettings:
     validate_every: int = 1
     checkpoint_every: int = 1
     compile: bool = False
+    #: with ``compile`` on CUDA, also compile the frozen teacher (in place, paid once per Job)
+    compile_teacher: bool = True
     teacher: torch.nn.Module | None = None
     teacher_modalities: tuple[str, ...] = ()
     generator: torch.nn.Module | None = None
@@ -61,6 +63,20 @@ class TrainerSettings:
     initial_lr: float | None = None
     training_modalities: tuple[str, ...] = MODALITIES
     callbacks: list[Callable[[EpochReport], None]] = field(default_factory=list)
+
+
+def compile_frozen(module: torch.nn.Module, **options: Any) -> torch.nn.Module:
+    """``torch.compile`` a frozen model in place (``nn.Module.compile``): the same object,
+    type, attributes and state-dict keys, so strategies that read a teacher's weights or hook
+    its encoder see no wrapper; it compiles at its first call, once per Job. A model already
+    compiled is left as it is."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    if isinstance(module, OptimizedModule) or \
+            getattr(module, "_compiled_call_impl", None) is not None:
+        return module
+    module.compile(**options)
+    return module
 
 
 class KdbenchTrainer(nnUNetTrainer):
@@ -76,6 +92,9 @@ class KdbenchTrainer(nnUNetTrainer):
     def configure(self, settings: TrainerSettings) -> None:
         """Set the strategy, the (N, seed) subset and the budget."""
         self.settings = settings
+        if settings.compile and settings.compile_teacher and settings.teacher is not None \
+                and self.device.type == "cuda":
+            compile_frozen(settings.teacher)
         self.num_epochs = settings.epochs
         self.num_iterations_per_epoch = settings.iterations_per_epoch
         self.num_val_iterations_per_epoch = settings.val_iterations
