@@ -35,6 +35,9 @@ from kdbench.modalities import MODALITIES
 
 EXCLUDE = "or leave the case out with --exclude-bad"
 LAYOUT = "nnunet"
+#: The ``file_ending`` values read (nnU-Net also knows .png, .tif, .nrrd, ...: not volumes
+#: kdbench checks with nibabel).
+NIFTI_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii")
 
 #: Channel names (lower-cased, without spaces, '-' and '_') -> canonical modality.
 CHANNELS: dict[str, str] = {
@@ -105,9 +108,12 @@ class NnUNetRawDataset(Dataset):
             return _failed(root, f"labels {labels} are not a BraTS label layout kdbench knows",
                            LABELS_ACCEPTED)
         ending = spec.get("file_ending") or ".nii.gz"
-        if not isinstance(ending, str):
-            return _failed(root, f"dataset.json file_ending {ending!r} is not a string",
-                           "set file_ending to '.nii.gz'")
+        if ending not in NIFTI_ENDINGS:
+            # Any other ending is either not NIfTI (kdbench reads volumes with nibabel) or, with
+            # a '/', a pattern reaching outside imagesTr.
+            return _failed(root, f"dataset.json file_ending {ending!r} is not a NIfTI ending "
+                           f"({' or '.join(NIFTI_ENDINGS)})",
+                           "convert the images to NIfTI and set file_ending to '.nii.gz'")
         return list_cases(root, channels, ending, convention)
 
 

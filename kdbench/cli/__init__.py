@@ -16,7 +16,7 @@ import typer
 
 from kdbench import __version__
 from kdbench.cli import data, evaluate, plan, plugins, protocol, report, run, tune
-from kdbench.cli.common import State, err_console
+from kdbench.cli.common import State, err_console, esc
 from kdbench.errors import KdbenchError
 
 app = typer.Typer(
@@ -64,16 +64,29 @@ def root(
     ctx.obj = State(plugins_dirs=list(plugins_dir or []))
 
 
-def main() -> None:
-    """Console-script entry point: run the app, turning input errors into a clean exit."""
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, turning input errors into a clean exit.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``); tests call ``main([...])`` in-process.
+
+    Raises:
+        SystemExit: with the exit status, except after a command that succeeds.
+    """
     try:
-        app(standalone_mode=False)
+        app(args=argv, prog_name="kdbench", standalone_mode=False)
     except KdbenchError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {esc(exc)}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except typer.Abort as exc:
+        if isinstance(exc.__cause__, EOFError):
+            # click turns any EOFError into Abort; outside a prompt it is a file that ends early.
+            err_console.print(f"[bold red]error:[/] a file ended early ({esc(exc.__cause__)}); "
+                              "it is truncated: re-download or re-export it", highlight=False,
+                              soft_wrap=True)
+            sys.exit(KdbenchError.exit_code)
         err_console.print("aborted")
         sys.exit(130)
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode

@@ -10,12 +10,19 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from kdbench.registry import Registry
 
 # Piped output (make, CI logs) is not truncated to 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+
+
+def esc(value: object) -> str:
+    """``value`` as text that rich prints as is: a path or message holding ``[...]`` is not
+    taken for markup (``[/x]`` would raise, ``[red]`` would vanish)."""
+    return escape(str(value))
 
 
 @dataclass

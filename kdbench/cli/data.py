@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kdbench.cli.common import console, state
+from kdbench.cli.common import console, esc, state
 from kdbench.errors import KdbenchError
 
 app = typer.Typer(help="Generate and prepare data.", no_args_is_help=True)
@@ -52,7 +52,7 @@ def synth(
         dataset, options = spec.source, dict(spec.options)
     options.update(_parse_options(option or []))
     folder = synthesize(registry, dataset, out, options)
-    console.print(f"[green]ok[/] {dataset} written to {folder}")
+    console.print(f"[green]ok[/] {esc(dataset)} written to {esc(folder)}")
 
 
 @app.command("prepare")
@@ -96,8 +96,8 @@ def prepare(
 
         data = ensure_data(load_protocol(protocol, registry), registry, data_dir, force=force,
                            exclude_bad=exclude_bad, workers=workers)
-        console.print(f"[green]ok[/] {data.dataset.path}: {len(data.dataset.cases)} cases; "
-                      f"splits {data.splits_path} ({len(data.splits.test)} test cases, "
+        console.print(f"[green]ok[/] {esc(data.dataset.path)}: {len(data.dataset.cases)} cases; "
+                      f"splits {esc(data.splits_path)} ({len(data.splits.test)} test cases, "
                       f"pool {len(data.splits.pool)})")
         return
     if source is None or name is None:
@@ -110,8 +110,8 @@ def prepare(
         workers=workers,
     )
     if not result.created:
-        console.print(f"[green]ok[/] {result.path} is already prepared from this source "
+        console.print(f"[green]ok[/] {esc(result.path)} is already prepared from this source "
                       "(nothing to do; --force redoes it)")
         return
     excluded = f", {len(result.excluded)} excluded (see excluded.json)" if result.excluded else ""
-    console.print(f"[green]ok[/] {result.path}: {result.cases} cases prepared{excluded}")
+    console.print(f"[green]ok[/] {esc(result.path)}: {result.cases} cases prepared{excluded}")

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kdbench.cli.common import console, err_console, state
+from kdbench.cli.common import console, err_console, esc, state
 from kdbench.errors import KdbenchError
 
 NIFTI: tuple[str, ...] = (".nii.gz", ".nii")
@@ -182,11 +182,11 @@ def evaluate(
     pairs, skipped = match_cases(find_predictions(pred), find_references(ref), allow_missing)
     if skipped:
         err_console.print(f"[yellow]warning:[/] {len(skipped)} prediction(s) without reference "
-                          f"skipped: {_show(skipped)}")
+                          f"skipped: {esc(_show(skipped))}")
     empty = [case for case, (p, _) in pairs.items() if p is None]
     if empty:
         err_console.print(f"[yellow]warning:[/] {len(empty)} missing prediction(s) scored as "
-                          f"empty: {_show(empty)}")
+                          f"empty: {esc(_show(empty))}")
     # The variable reaches the metric code in this process and in the worker processes.
     previous = os.environ.get(DEVICE_ENV)
     os.environ[DEVICE_ENV] = device
@@ -210,7 +210,7 @@ def evaluate(
     if csv_out is not None:
         csv_out.parent.mkdir(parents=True, exist_ok=True)
         per_case.to_csv(csv_out, index=False)
-        console.print(f"[green]ok[/] per-case table written to {csv_out}")
+        console.print(f"[green]ok[/] per-case table written to {esc(csv_out)}")
     if json_out is not None:
         payload = {
             "pred": str(pred), "ref": str(ref), "labels": labels,
@@ -220,7 +220,7 @@ def evaluate(
         }
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
-        console.print(f"[green]ok[/] results written to {json_out}")
+        console.print(f"[green]ok[/] results written to {esc(json_out)}")
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kdbench.cli.common import console, print_json, state
+from kdbench.cli.common import console, esc, print_json, state
 
 
 def plugins(
@@ -25,7 +25,7 @@ def plugins(
     for info in registry.plugins:
         registered = "; ".join(f"{cat}: {', '.join(names)}" for cat, names in
                                info.registered.items())
-        table.add_row(info.name, registered or "-", info.source)
+        table.add_row(esc(info.name), esc(registered or "-"), esc(info.source))
     console.print(table)
     for category, reg in registry.categories.items():
         if len(reg):

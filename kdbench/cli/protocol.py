@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kdbench.cli.common import console, print_json, state
+from kdbench.cli.common import console, esc, print_json, state
 
 app = typer.Typer(help="Check protocol files.", no_args_is_help=True)
 
@@ -27,7 +27,7 @@ def validate(
         return
     scenarios = "; ".join(f"{s.name}: {s.describe()}" for s in protocol.scenarios)
     console.print(
-        f"[green]ok[/] {path}: protocol {protocol.name!r} v{protocol.version}, "
+        f"[green]ok[/] {esc(path)}: protocol {protocol.name!r} v{protocol.version}, "
         f"{len(protocol.strategies)} strategies, N = {list(protocol.training_sizes)}, "
         f"seeds {list(protocol.seeds)}, scenarios {scenarios}"
     )

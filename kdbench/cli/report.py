@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kdbench.cli.common import console, state
+from kdbench.cli.common import console, esc, state
 from kdbench.cli.run import DataDir, RunsDir, Storage, TrackingUri
 
 
@@ -42,4 +42,4 @@ def report(
     settings = ReportSettings(protocol, data_dir, runs_dir, tracking_uri, reports_dir, output,
                               date, list(state(ctx).plugins_dirs), storage)
     index = write_report(settings, state(ctx).registry())
-    console.print(f"report: {index}")
+    console.print(f"report: {esc(index)}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kdbench.cli.common import console, state
+from kdbench.cli.common import console, esc, state
 
 app = typer.Typer(help="Run single Jobs (what executors call).", no_args_is_help=True)
 
@@ -86,7 +86,7 @@ def run(
             console.print(f"  {job.id}  {job.component:<10} N={job.n:<5} seed {job.seed}")
         return
     if report.detached:
-        console.print(f"follow them with: kdbench status {protocol}")
+        console.print(f"follow them with: kdbench status {esc(protocol)}")
     _print_results(report)
     uri = report.tracking_uri
     how = (f"open {uri} in a browser" if uri.startswith(("http://", "https://"))

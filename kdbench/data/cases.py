@@ -14,7 +14,7 @@ be exported back in the source convention.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,5 +117,46 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 def is_safe_case_id(case_id: str) -> bool:
     """Whether ``case_id`` can name files and folders everywhere: ASCII letters, digits, ``_``,
-    ``.``, ``-``; starts with a letter or digit; at most 128 characters; no ``..``."""
-    return bool(_SAFE_ID.match(case_id)) and ".." not in case_id
+    ``.``, ``-``; starts with a letter or digit; at most 128 characters; no ``..``.
+
+    This refuses path separators, ``..``, absolute paths, NUL and control characters, spaces
+    and every non-ASCII letter (``é`` may be one code point or two, depending on the file
+    system that wrote the name, so the same case could get two ids); see docs/security.md.
+    """
+    return (isinstance(case_id, str) and bool(_SAFE_ID.fullmatch(case_id))
+            and ".." not in case_id)
+
+
+def unsafe_id_problem(case_id: str, file: Path | None, fix_tail: str) -> Problem | None:
+    """The problem of an id that :func:`is_safe_case_id` refuses, or ``None`` for a safe one.
+
+    Args:
+        case_id: the id.
+        file: the file or folder that gave the id.
+        fix_tail: appended to the fix, e.g. ``"or leave the case out with --exclude-bad"``.
+    """
+    if is_safe_case_id(case_id):
+        return None
+    return Problem(case_id, file, f"case id {case_id!r} is not safe as a file name (ASCII "
+                   "letters, digits, '_', '.', '-' only)", f"rename its files, {fix_tail}")
+
+
+def check_case_ids(case_ids: Iterable[str], where: str) -> None:
+    """Raise when an id read back from a kdbench file is not safe as a file name.
+
+    Args:
+        case_ids: ids from e.g. ``cases.json`` or a splits file (which only kdbench writes,
+            from ids it checked: another id means the file was edited).
+        where: the file, for the message.
+
+    Raises:
+        KdbenchError: naming the first unsafe id.
+    """
+    from kdbench.errors import KdbenchError
+
+    for cid in case_ids:
+        if not is_safe_case_id(cid):
+            raise KdbenchError(
+                f"{where}: case id {cid!r} is not safe as a file name (ASCII letters, digits, "
+                "'_', '.', '-' only); the file was edited by hand or corrupted: delete it and "
+                "rerun `kdbench data prepare`")

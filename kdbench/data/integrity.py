@@ -1,9 +1,12 @@
 """Integrity checks of a release: every file of every case is read, and every problem is kept.
 
 A reader (:meth:`kdbench.Dataset.read`) lists file names only; here each image and label is
-loaded and checked: readable, 3D, on the segmentation's grid (shape and affine), finite, and
-labels within the release's convention. All problems of all cases are collected and reported
-together, so one run tells the user everything to fix (or which cases ``--exclude-bad`` drops).
+loaded and checked: inside the release folder (no link leading out of it), a header of sane size
+and voxel type, readable, 3D, on the segmentation's grid (shape and affine), finite, and labels
+within the release's convention. Case ids are checked here too (unique, safe as file names),
+whatever the reader did, since they name files downstream. All problems of all cases are
+collected and reported together, so one run tells the user everything to fix (or which cases
+``--exclude-bad`` drops).
 
 Cases are independent, so ``workers > 1`` checks them in a process pool; the functions it runs
 are module-level so that the pool also works with the ``spawn`` start method.
@@ -11,18 +14,22 @@ are module-level so that the pool also works with the ``spawn`` start method.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kdbench.data.cases import LABEL_MAPS, CaseFiles, Problem, Release
+from kdbench.data.cases import LABEL_MAPS, CaseFiles, Problem, Release, unsafe_id_problem
 
 EXCLUDE = "or leave the case out with --exclude-bad"
 #: Largest difference between two affines (mm) still taken as the same grid.
 AFFINE_ATOL = 1e-3
 #: How many offending values a message lists.
 SHOWN = 5
+#: Most voxels a volume may claim in its header (512³; a BraTS volume has 240x240x155 = 8.9
+#: million): a corrupt or hostile header must not make kdbench allocate gigabytes.
+MAX_VOXELS = 512**3
 
 
 def check_release(release: Release, *, workers: int = 1) -> list[Problem]:
@@ -36,7 +43,8 @@ def check_release(release: Release, *, workers: int = 1) -> list[Problem]:
         The problems sorted by case id (release-level ones first), then file.
     """
     allowed = tuple(sorted(LABEL_MAPS[release.label_convention]))
-    jobs = [(case, allowed) for case in release.cases]
+    root = Path(release.root).resolve()
+    jobs = [(case, allowed, root) for case in release.cases]
     if workers > 1 and len(jobs) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -48,8 +56,31 @@ def check_release(release: Release, *, workers: int = 1) -> list[Problem]:
             found = list(pool.map(_check_job, jobs, chunksize=chunk))
     else:
         found = [_check_job(job) for job in jobs]
-    problems = list(release.problems) + [p for case in found for p in case]
+    problems = list(release.problems) + _id_problems(release) + [p for c in found for p in c]
     return sorted(problems, key=_order)
+
+
+def _id_problems(release: Release) -> list[Problem]:
+    """Unsafe and repeated case ids that the reader did not report itself.
+
+    A case id names files and folders downstream (nnU-Net's raw dataset, predictions, figures),
+    so an id such as ``../../x`` from a third-party reader must stop here.
+    """
+    reported = {(p.case, p.problem.split(":")[0]) for p in release.problems}
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for case in release.cases:
+        cid = case.case_id
+        if cid in seen and (cid, "duplicate case id") not in reported:
+            problems.append(Problem(cid, None, "duplicate case id: the reader listed it twice",
+                                    f"make case ids unique, {EXCLUDE}"))
+            reported.add((cid, "duplicate case id"))
+        seen.add(cid)
+        problem = unsafe_id_problem(cid, None, EXCLUDE)
+        if problem is not None and not any(p.case == cid and p.problem == problem.problem
+                                           for p in release.problems):
+            problems.append(problem)
+    return problems
 
 
 def bad_cases(problems: Iterable[Problem]) -> set[str]:
@@ -89,7 +120,8 @@ def format_report(root: Path, problems: list[Problem]) -> str:
     return "\n".join([head, *lines])
 
 
-def check_case(case: CaseFiles, allowed: tuple[int, ...]) -> list[Problem]:
+def check_case(case: CaseFiles, allowed: tuple[int, ...], root: Path | None = None
+               ) -> list[Problem]:
     """The problems of one case's files.
 
     Files the reader found missing are not in ``case`` and are not reported again here.
@@ -97,6 +129,8 @@ def check_case(case: CaseFiles, allowed: tuple[int, ...]) -> list[Problem]:
     Args:
         case: the case's files.
         allowed: the label values of the release's convention.
+        root: the release folder; a file whose real path (links followed) lies outside it is
+            reported and not read. ``None``: not checked.
 
     Returns:
         The problems, images in channel order, then the label.
@@ -109,6 +143,12 @@ def check_case(case: CaseFiles, allowed: tuple[int, ...]) -> list[Problem]:
     if case.label is not None:
         files.append(("segmentation", case.label))
     for role, path in files:
+        if root is not None and (outside := _outside(path, root)) is not None:
+            problems.append(Problem(
+                case.case_id, path, f"a link to {outside}, outside the release folder",
+                f"copy the file into the release (kdbench reads only files inside the folder "
+                f"it is given), {EXCLUDE}"))
+            continue
         data, affine = _load(case.case_id, path, problems)
         if data is None:
             continue
@@ -138,31 +178,67 @@ def check_case(case: CaseFiles, allowed: tuple[int, ...]) -> list[Problem]:
     return problems
 
 
-def _check_job(job: tuple[CaseFiles, tuple[int, ...]]) -> list[Problem]:
-    """:func:`check_case` on one ``(case, allowed)`` pair (a picklable pool task)."""
+def _check_job(job: tuple[CaseFiles, tuple[int, ...], Path | None]) -> list[Problem]:
+    """:func:`check_case` on one ``(case, allowed, root)`` triple (a picklable pool task)."""
     return check_case(*job)
 
 
+def _outside(path: Path, root: Path) -> Path | None:
+    """The real path of ``path`` when it lies outside ``root`` (a resolved folder), else None."""
+    real = Path(os.path.realpath(path))
+    return None if real == root or real.is_relative_to(root) else real
+
+
 def _load(case_id: str, path: Path, problems: list[Problem]) -> tuple[Any, Any]:
-    """The 3D voxel array and affine of ``path``, or ``(None, None)`` after adding a problem."""
+    """The 3D voxel array and affine of ``path``, or ``(None, None)`` after adding a problem.
+
+    The header is checked before any voxel is read: dimensions, size and voxel type.
+    """
     import nibabel as nib
     import numpy as np
 
-    try:
-        img = nib.load(path)
-        data = np.asanyarray(img.dataobj)
-        affine = img.affine
-    except Exception as exc:  # noqa: BLE001 - nibabel, gzip and zlib raise many types
+    def unreadable(exc: Exception) -> tuple[None, None]:
         problems.append(Problem(case_id, path, f"unreadable: {type(exc).__name__}: {exc}",
                                 f"re-download or re-export the file, {EXCLUDE}"))
         return None, None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]  # a trailing singleton time axis holds one 3D volume
-    if data.ndim != 3:
-        problems.append(Problem(case_id, path, f"{data.ndim}D image (shape {data.shape}) where "
-                                "3D is expected", f"save a single 3D volume, {EXCLUDE}"))
+
+    try:
+        img = nib.load(path)
+        shape, dtype = tuple(int(n) for n in img.shape), np.dtype(img.get_data_dtype())
+    except Exception as exc:  # noqa: BLE001 - nibabel, gzip and zlib raise many types
+        return unreadable(exc)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]  # a trailing singleton time axis holds one 3D volume
+    if len(shape) != 3:
+        problems.append(Problem(case_id, path, f"{len(shape)}D image (shape {tuple(img.shape)})"
+                                " where 3D is expected", f"save a single 3D volume, {EXCLUDE}"))
         return None, None
+    if math.prod(shape) > MAX_VOXELS:
+        problems.append(Problem(case_id, path, f"the header claims {shape} = "
+                                f"{math.prod(shape):,} voxels, more than kdbench reads (512³)",
+                                f"the file is corrupt or not a brain MRI: re-export it, {EXCLUDE}"))
+        return None, None
+    if dtype.kind not in "iuf":
+        problems.append(Problem(case_id, path, f"voxel type {_dtype_name(img, dtype)} is not a "
+                                "number type", "save the volume as integers or floats (a "
+                                f"grey-level image, not RGB or complex), {EXCLUDE}"))
+        return None, None
+    try:
+        data = np.asanyarray(img.dataobj)
+        affine = img.affine
+    except Exception as exc:  # noqa: BLE001 - as above
+        return unreadable(exc)
+    if data.ndim == 4:
+        data = data[..., 0]
     return data, affine
+
+
+def _dtype_name(img: Any, dtype: Any) -> str:
+    """NIfTI's name of a voxel type (``RGB24``, ``complex64``), else numpy's."""
+    try:
+        return str(img.header.get_value_label("datatype"))
+    except Exception:  # noqa: BLE001 - not a NIfTI header
+        return str(dtype)
 
 
 def _non_finite(case_id: str, path: Path, data: Any) -> list[Problem]:

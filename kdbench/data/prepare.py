@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -172,6 +172,7 @@ def prepare_dataset(
     exclude_bad: bool = False,
     force: bool = False,
     workers: int = 1,
+    check_cases: Callable[[list[str]], None] | None = None,
 ) -> PrepareResult:
     """Check a release and prepare it for every strategy (see the module docstring).
 
@@ -188,6 +189,9 @@ def prepare_dataset(
             instead of stopping.
         force: redo a dataset already prepared.
         workers: processes for checking and preprocessing.
+        check_cases: called with the ids of the cases to prepare, after the integrity checks
+            and before anything is written; it raises to stop (e.g. the protocol's sizes do not
+            fit the release).
 
     Raises:
         KdbenchError: unreadable source, problems in the data (all listed), a name taken by
@@ -231,6 +235,8 @@ def prepare_dataset(
     cases = [c for c in release.cases if c.case_id not in bad]
     if not cases:
         raise KdbenchError(f"no usable case left in {source} after excluding {len(bad)} bad ones")
+    if check_cases is not None:
+        check_cases([c.case_id for c in cases])
 
     data_dir.mkdir(parents=True, exist_ok=True)
     with _lock(data_dir, name):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdbench.data.cases import check_case_ids
 from kdbench.data.prepare import CASES, MARKER, read_marker
 from kdbench.errors import KdbenchError
 from kdbench.registry import Registry
@@ -35,8 +36,14 @@ class PreparedDataset:
             raise KdbenchError(
                 f"{path} is not a prepared dataset (no {MARKER}); run `kdbench data prepare`"
             )
-        listing = json.loads((path / CASES).read_text())
-        cases = {c["id"]: c["metadata"] for c in listing["cases"]}
+        try:
+            listing = json.loads((path / CASES).read_text())
+            cases = {c["id"]: c["metadata"] for c in listing["cases"]}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KdbenchError(
+                f"{path / CASES} is missing or malformed ({type(exc).__name__}: {exc}); "
+                f"prepare the dataset again with `kdbench data prepare --force`") from None
+        check_case_ids(cases, str(path / CASES))
         return cls(path, marker, dict(sorted(cases.items())))
 
     def _listing(self) -> dict[str, dict[str, Any]]:

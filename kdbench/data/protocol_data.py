@@ -21,6 +21,7 @@ from kdbench.data.splits import (
     make_splits,
     save_splits,
 )
+from kdbench.errors import KdbenchError
 from kdbench.hashing import content_id
 from kdbench.protocol.models import Protocol
 from kdbench.registry import Registry
@@ -72,14 +73,25 @@ def ensure_data(
     else:
         source = Path(spec.path or "")
         reader_options = spec.options
+        if not source.is_dir():
+            raise KdbenchError(
+                f"the protocol's dataset.path {spec.path!r} is not a folder (relative paths "
+                f"start from the current folder, {Path.cwd()}); give the folder of the release")
+    split = protocol.split
+
+    def fits(case_ids: list[str]) -> None:  # before anything is written: sizes vs the release
+        check_sizes(make_splits(case_ids, seeds=protocol.seeds, test_size=split.test_size,
+                                test_fraction=split.test_fraction,
+                                validation_fraction=split.validation_fraction),
+                    protocol.training_sizes)
+
     result = prepare_dataset(
         registry, source, name, data_dir,
         reader=None if cls.synthetic else spec.source, reader_options=reader_options,
         backbone=protocol.backbone.name, backbone_options=protocol.backbone.options,
-        exclude_bad=exclude_bad, force=force, workers=workers,
+        exclude_bad=exclude_bad, force=force, workers=workers, check_cases=fits,
     )
     dataset = PreparedDataset.open(result.path)
-    split = protocol.split
     splits = make_splits(
         list(dataset.cases), seeds=protocol.seeds, test_size=split.test_size,
         test_fraction=split.test_fraction, split_seed=split.seed,

@@ -24,6 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from kdbench.data.cases import is_safe_case_id
 from kdbench.errors import KdbenchError
 from kdbench.hashing import content_id
 
@@ -155,6 +156,9 @@ class Splits:
             stored = data["hash"]
         except (KdbenchError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KdbenchError(f"malformed splits data ({exc})") from exc
+        unsafe = next((c for c in (*splits.test, *splits.pool) if not is_safe_case_id(c)), None)
+        if unsafe is not None:  # ids name prediction files: refuse before anything uses them
+            raise KdbenchError(f"case id {unsafe!r} is not safe as a file name")
         if stored != splits.hash:
             raise KdbenchError(f"splits hash {stored!r} does not match the content")
         if set(splits.test) & set(splits.pool) or any(

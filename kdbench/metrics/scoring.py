@@ -148,7 +148,11 @@ def _load(path: Path) -> Any:
 
 
 def _labels(image: Any, path: Path) -> np.ndarray:
-    data = np.asanyarray(image.dataobj)
+    try:
+        data = np.asanyarray(image.dataobj)
+    except Exception as exc:  # a truncated .nii.gz raises EOFError, which click turns into Abort
+        raise KdbenchError(f"cannot read {path} as NIfTI: {type(exc).__name__}: {exc}; "
+                           "re-export the file") from None
     if data.ndim == 4 and data.shape[-1] == 1:  # some writers keep a singleton 4th axis
         data = data[..., 0]
     if data.ndim != 3:

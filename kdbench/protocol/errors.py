@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 import types
 import typing
 from typing import Any
@@ -10,6 +11,17 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kdbench.protocol.yaml_source import Loc, YamlSource
+
+# A message shows a bounded part of a wrong value: a file can nest aliases so that the full
+# repr of a few lines would be billions of items long.
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict = 2, 4, 4, 4
+_SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 80, 80, 40
+
+
+def shown(value: Any) -> str:
+    """A repr of ``value`` cut to a readable length (nested containers shown as ``[...]``)."""
+    return _SHOWN.repr(value)
 
 
 def dotted(loc: Loc) -> str:
@@ -90,7 +102,7 @@ def describe_errors(
         elif kind == "value_error":
             text = item["msg"].removeprefix("Value error, ")
         elif kind == "model_type" or kind.endswith("_type") or kind.startswith("literal"):
-            text = f"{item['msg']}, got {item['input']!r}"
+            text = f"{item['msg']}, got {shown(item['input'])}"
         else:
             text = item["msg"].removeprefix("Value error, ")
         problems.append(located(loc, text, source))

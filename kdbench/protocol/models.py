@@ -261,6 +261,8 @@ class Protocol(Strict):
 def _as_list(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
         return list(value)
-    raise ValueError(f"expected a modality name or a list of them, got {value!r}")
+    from kdbench.protocol.errors import shown
+
+    raise ValueError(f"expected a modality name or a list of them, got {shown(value)}")
