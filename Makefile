@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.kdbench-installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-slow test-cluster lint clean
+.PHONY: install demo test test-slow test-cluster bench lint clean
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ test-slow: install
 # scripts/cluster/*.sh (which install Debian's packages when missing: needs root).
 test-cluster: install
 	$(PY) -m pytest -m cluster
+
+# The benchmark suite (docs/performance.md): every ratio of P1-P5 in one table, small size on
+# a CPU; on a GPU: $(PY) benchmarks/run_all.py --size brats --json bench_gpu.json
+bench: install
+	$(PY) benchmarks/run_all.py --size small --json runs/bench/bench_small.json
 
 lint: install
 	$(VENV)/bin/ruff check .
