@@ -12,7 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import (
+    Field,
+    PositiveInt,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from kdbench import Backbone, BackboneOptions, hookimpl
 
@@ -44,6 +49,22 @@ class NnUNetOptions(BackboneOptions):
         "in plans.json's arch_kwargs); narrower networks for CPU demos.",
     )
     mirroring: bool = Field(True, description="Test-time mirroring in sliding-window inference.")
+    augmentation: Literal["nnunet", "gpu"] = Field(
+        "nnunet",
+        description="Training augmentation: 'nnunet' runs nnU-Net's pipeline in its CPU data "
+        "workers (as nnU-Net does); 'gpu' runs the same transforms batched on the training "
+        "device, the workers only loading and cropping (docs/augmentation.md).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_default_augmentation(self, handler: SerializerFunctionWrapHandler
+                                   ) -> dict[str, Any]:
+        # The options enter every Job id: nnU-Net's augmentation, the default, is left out so
+        # that the Jobs planned before this option existed keep their ids (and results).
+        data = handler(self)
+        if self.augmentation == "nnunet":
+            data.pop("augmentation", None)
+        return data
 
 
 class NnUNetBackbone(Backbone):

@@ -129,6 +129,7 @@ def train(request: TrainRequest) -> TrainResult:
             initial_lr=request.budget.initial_lr,
             training_modalities=request.strategy.plan.training,
             callbacks=list(request.callbacks),
+            augmentation=getattr(request.options, "augmentation", "nnunet"),
         ))
         if request.budget.epochs == 0:  # a model assembled from trained parts
             _write_checkpoint(request.strategy.build(trainer.context), final)

@@ -63,6 +63,9 @@ class TrainerSettings:
     initial_lr: float | None = None
     training_modalities: tuple[str, ...] = MODALITIES
     callbacks: list[Callable[[EpochReport], None]] = field(default_factory=list)
+    #: ``nnunet``: nnU-Net's augmentation in its CPU workers; ``gpu``: the workers only load
+    #: and crop, ``train_step`` augments the batch on the device (:mod:`.gpu_augment`).
+    augmentation: str = "nnunet"
 
 
 def compile_frozen(module: torch.nn.Module, **options: Any) -> torch.nn.Module:
@@ -119,6 +122,10 @@ class KdbenchTrainer(nnUNetTrainer):
             patch_size=tuple(self.configuration_manager.patch_size),
         )
         self._unlabelled: Any = None
+        if settings.augmentation not in ("nnunet", "gpu"):
+            raise ValueError(f"augmentation must be 'nnunet' or 'gpu', got "
+                             f"{settings.augmentation!r}")
+        self._gpu_augment: Any = None
 
     # -- networks and loss ----------------------------------------------------------------------
 
@@ -156,18 +163,59 @@ class KdbenchTrainer(nnUNetTrainer):
         """kdbench's (N, seed) training and validation cases (never a test case)."""
         return list(self.settings.train_cases), list(self.settings.val_cases)
 
+    # -- augmentation ---------------------------------------------------------------------------
+
+    def get_training_transforms(self, patch_size, rotation_for_DA,  # noqa: ANN001, N803
+                                deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
+                                use_mask_for_norm=None, is_cascaded=False,
+                                foreground_labels=None, regions=None, ignore_label=None) -> Any:
+        """nnU-Net's training transforms (``augmentation: nnunet``); with ``gpu``, none in
+        the loader's workers (they load and crop nnU-Net's initial patch) and the same
+        pipeline, built from these same arguments, for :meth:`train_step` to run on the
+        device."""
+        arguments = (patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+                     do_dummy_2d_data_aug)
+        if getattr(self, "settings", None) is None or self.settings.augmentation == "nnunet":
+            return nnUNetTrainer.get_training_transforms(
+                *arguments, use_mask_for_norm=use_mask_for_norm, is_cascaded=is_cascaded,
+                foreground_labels=foreground_labels, regions=regions, ignore_label=ignore_label)
+        from kdbench_plugins.nnunet_backbone.gpu_augment import GpuAugmentation
+
+        if is_cascaded:
+            raise ValueError("augmentation 'gpu' does not support nnU-Net's cascade; use "
+                             "augmentation: nnunet")
+        self._gpu_augment = GpuAugmentation(*arguments, use_mask_for_norm=use_mask_for_norm,
+                                            regions=regions, ignore_label=ignore_label)
+        return None
+
+    def _augment_on_device(self, batch: dict) -> dict:
+        """The batch's cropped patches augmented on the device (``augmentation: gpu``). The
+        generator is seeded from torch's global generator, whose state the checkpoints keep, so
+        a resumed run draws the augmentations of an uninterrupted one."""
+        seed = int(torch.randint(0, 2**62, (1,)))
+        generator = torch.Generator().manual_seed(seed)
+        data = batch["data"].to(self.device, non_blocking=True)
+        seg = batch["target"].to(self.device, non_blocking=True)
+        data, target = self._gpu_augment(data, seg, generator)
+        return {**batch, "data": data, "target": target}
+
     # -- steps ----------------------------------------------------------------------------------
 
     def train_step(self, batch: dict) -> dict:
-        """nnU-Net's training step, with the strategy's channels and loss."""
+        """nnU-Net's training step, with the strategy's channels and loss (after the
+        augmentation on the device, with ``augmentation: gpu``)."""
+        if self._gpu_augment is not None:
+            batch = self._augment_on_device(batch)
         data = batch["data"]
         inputs = data[:, self._input_idx].to(self.device, non_blocking=True)
         privileged = data[:, self._privileged_idx].to(self.device, non_blocking=True)
         terms: dict[str, torch.Tensor] = {}
         unlabelled = None
         if self._unlabelled is not None:
-            extra = next(self._unlabelled)["data"]
-            unlabelled = extra[:, self._input_idx].to(self.device, non_blocking=True)
+            extra = next(self._unlabelled)
+            if self._gpu_augment is not None:
+                extra = self._augment_on_device(extra)
+            unlabelled = extra["data"][:, self._input_idx].to(self.device, non_blocking=True)
 
         def strategy_loss(outputs: Any, target: Any) -> torch.Tensor:
             step = StepBatch(inputs, privileged, target, self.settings.training_modalities,
