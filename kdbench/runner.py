@@ -8,8 +8,9 @@ done/total, the current Job, its epoch and an ETA.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,24 @@ def state_dir(settings: RunSettings, plan: Plan, executor: str) -> Path:
     return Path(settings.runs_dir) / plan.protocol.name / "executors" / executor
 
 
+@contextlib.contextmanager
+def data_lock(data_dir: Path) -> Iterator[None]:
+    """One runner at a time prepares data in ``data_dir``; the others wait, then find it
+    prepared. A data folder this process cannot write to (shared prepared data) is used as
+    it is, without the lock."""
+    from kdbench.engine.lock import file_lock
+
+    path = Path(data_dir) / ".kdbench-run-data.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError:
+        yield
+        return
+    with file_lock(path, f"the data in {data_dir} is being prepared by another process"):
+        yield
+
+
 def run_protocol(
     settings: RunSettings,
     registry: Registry,
@@ -138,6 +157,10 @@ def run_protocol(
     plan = build_plan(protocol, registry)
     selected = select_jobs(plan, only)
     settings.tracking_uri = settings.tracking_uri or default_tracking_uri()
+    if not dry_run:  # a read-only runs folder or MLflow store: said now, not mid-Job
+        from kdbench.engine.preflight import check_outputs
+
+        check_outputs(settings.runs_dir, settings.tracking_uri)
     tracker = Tracker(plan, settings.tracking_uri)
     complete = tracker.complete_job_ids()
     wanted = {j.id for j in selected if j.id not in complete}
@@ -152,8 +175,10 @@ def run_protocol(
 
     for job in (j for w in waves for j in w):  # a missing study stops before any training
         resolve_tuned(plan, job, registry, settings.optuna_storage)
-    # prepares (idempotently) and asserts no test case is in any training/validation subset
-    ensure_data(protocol, registry, settings.data_dir)
+    # prepares (idempotently) and asserts no test case is in any training/validation subset;
+    # runners started at once on fresh data wait for the first one's preparation
+    with data_lock(settings.data_dir):
+        ensure_data(protocol, registry, settings.data_dir)
     launcher = _Launcher(settings, registry, len(report.todo), progress,
                          state_dir(settings, plan, executor))
     report.detached = bool(cls(options).execute(waves, launcher, max_parallel=max_parallel))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench import __version__
+from kdbench.faults import fault_point
 from kdbench.modalities import label, metric_suffix
 from kdbench.plan import Job, Plan
 
@@ -49,6 +50,22 @@ def local_store(env: str, relative: str, root: Path | None = None) -> str:
 def default_tracking_uri(root: Path | None = None) -> str:
     """``KDBENCH_TRACKING_URI``, else a SQLite file ``mlruns/mlflow.db`` under ``root``/cwd."""
     return local_store(ENV_TRACKING_URI, "mlruns/mlflow.db", root)
+
+
+def local_folders(tracking_uri: str) -> list[tuple[Path, str]]:
+    """The local folders an MLflow URI writes to, with what it keeps there: a SQLite file's
+    folder and the artefacts beside it (:class:`Tracker`'s default), a ``file:`` store; none
+    for a tracking server."""
+    if tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri.removeprefix("sqlite:///"))
+        return [(database.parent, f"the MLflow database {database.name}"),
+                (database.parent / "artifacts", "the MLflow artefacts")]
+    if tracking_uri.startswith("file:"):
+        return [(Path(tracking_uri.removeprefix("file://").removeprefix("file:")),
+                 "the MLflow record")]
+    if "://" not in tracking_uri:
+        return [(Path(tracking_uri), "the MLflow record")]
+    return []
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -209,6 +226,7 @@ class Tracker:
         metrics = [Metric(k, float(v), now, 0) for k, v in summary.items()]
         for start in range(0, len(metrics), 900):  # MLflow takes at most 1000 per batch
             self.client.log_batch(run_id, metrics=metrics[start:start + 900])
+        fault_point("record")  # a crash here leaves a run with metrics but not complete
         self.client.set_tag(run_id, STATUS, COMPLETE)  # last: the run now counts
         self.client.set_terminated(run_id, status="FINISHED")
 

@@ -4,20 +4,24 @@
 is started, the Job trains (resuming from its checkpoint), predicts, is scored on every test
 case and region, and the run is completed (its final tag written last). Epoch reports are also
 appended to ``epochs.jsonl`` in the Job's folder, so a run that completes after a resume still
-holds the whole curve. Only one process runs a Job at a time (``kdbench.engine.lock``): a
-second one waits, then finds the Job complete.
+holds the whole curve. Only one process runs a Job at a time (``kdbench.engine.lock``, and
+across hosts ``kdbench.engine.claims``): a second one waits, then finds the Job complete. The
+runs folder and a local MLflow store are checked writable first (``kdbench.engine.preflight``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kdbench.engine.job import job_dir, run_job
+from kdbench.engine.preflight import check_outputs
 from kdbench.engine.requests import EpochReport
 from kdbench.errors import KdbenchError
+from kdbench.faults import fault_point, fault_scope
 from kdbench.modalities import label
 from kdbench.plan import Job, Plan
 from kdbench.registry import Registry
@@ -59,6 +63,7 @@ class EpochLog:
             handle.write(json.dumps(record) + "\n")
         self.tracker.log_epoch(self.run_id, report)
         self.live.add(report.epoch)
+        fault_point("epoch", epoch=report.epoch)  # logged, not yet checkpointed
 
     def earlier(self) -> list[EpochReport]:
         """Epochs recorded by earlier attempts and not logged to this run (last one wins)."""
@@ -140,21 +145,27 @@ def execute_job(job_id: str, settings: RunSettings, registry: Registry | None = 
     protocol = load_protocol(settings.protocol_path, registry)
     plan = build_plan(protocol, registry)
     job = _job(plan, job_id)
-    tracker = Tracker(plan, settings.tracking_uri or default_tracking_uri())
+    uri = settings.tracking_uri or default_tracking_uri()
+    check_outputs(settings.runs_dir, uri)
+    tracker = Tracker(plan, uri)
     done = tracker.complete_run(job)
     if done is not None:
         return done.info.run_id
+    from kdbench.engine.claims import claims_url, job_claim
     from kdbench.engine.lock import job_lock
 
-    with job_lock(job_dir(settings.runs_dir, plan, job), job.id):
+    url = claims_url(uri)
+    with fault_scope(job=job.id, component=job.component), contextlib.ExitStack() as held:
+        claim = held.enter_context(job_claim(url, job.id)) if url else None
+        held.enter_context(job_lock(job_dir(settings.runs_dir, plan, job), job.id))
         done = tracker.complete_run(job)  # another process may have finished it meanwhile
         if done is not None:
             return done.info.run_id
-        return _execute(job, plan, protocol, tracker, settings, registry, callbacks)
+        return _execute(job, plan, protocol, tracker, settings, registry, callbacks, claim)
 
 
 def _execute(job: Job, plan: Plan, protocol: Any, tracker: Any, settings: RunSettings,
-             registry: Registry, callbacks: list[Any] | None) -> str:
+             registry: Registry, callbacks: list[Any] | None, claim: Any | None) -> str:
     from kdbench.data.protocol_data import ensure_data
     from kdbench.tuning.studies import resolve_tuned
 
@@ -180,6 +191,9 @@ def _execute(job: Job, plan: Plan, protocol: Any, tracker: Any, settings: RunSet
         per_case, summary = score_job(result, job, data, registry, protocol.metrics)
         table = folder / "per_case.csv"
         per_case.to_csv(table, index=False)
+        fault_point("score")  # scored, not yet recorded
+        if claim is not None:
+            claim.check()  # never record a Job whose claim another process may hold now
         tracker.finish(run_id, [table, folder / "done.json", folder / "job.json"], summary)
     except BaseException:
         tracker.fail(run_id)

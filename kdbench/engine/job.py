@@ -20,6 +20,7 @@ from kdbench.components.strategy import Strategy
 from kdbench.data.protocol_data import ProtocolData
 from kdbench.engine.requests import Budget, TrainedModel, TrainRequest
 from kdbench.errors import KdbenchError
+from kdbench.faults import fault_point
 from kdbench.modalities import label
 from kdbench.plan import Job, Plan
 from kdbench.registry import Registry
@@ -208,6 +209,7 @@ def run_job(
         backbone.predict(trained, data.dataset, options, data.splits.test, available, out,
                          device)
         predictions[label(available)] = os.path.relpath(out, folder)
+        fault_point("predict", subset=label(available))  # predicted, done.json not yet written
     synthesis = None
     if isinstance(strategy, Generator):
         from kdbench.metrics.synthesis import synthesis_table

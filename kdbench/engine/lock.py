@@ -7,8 +7,10 @@ records; a second process waits for it, then finds the Job complete and returns 
 
 The lock is ``flock(2)`` on an open file: the kernel releases it when the holder dies (killed,
 preempted, out of memory), so no stale lock survives a crash. On NFS, Linux maps ``flock`` to
-NFS byte-range locks (NFSv4, or NFSv3 with lockd); see docs/cluster.md. The file also holds who
-has it (host, pid, SLURM job), printed while waiting.
+NFS byte-range locks (NFSv4, or NFSv3 with lockd); see docs/cluster.md. Across hosts whose
+shared file system does not lock, a PostgreSQL claim is taken as well (``kdbench.engine.claims``,
+docs/reliability.md). The file also holds who has it (host, pid, SLURM job), printed while
+waiting.
 """
 
 from __future__ import annotations
@@ -40,12 +42,12 @@ def _say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def job_lock(folder: Path, job_id: str, *, poll: float = 5.0,
-             wait_message: Callable[[str], None] = _say) -> Iterator[None]:
-    """Hold the Job's lock for the block; wait (reporting once who holds it) while another
-    process has it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
+def file_lock(path: Path, what: str, *, poll: float = 5.0,
+              wait_message: Callable[[str], None] = _say) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` for the block, recording this process in it;
+    while another process has it, wait, saying once ``what`` (e.g. "Job J is being run by
+    another process") and who holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         told = False
         while True:
@@ -55,8 +57,8 @@ def job_lock(folder: Path, job_id: str, *, poll: float = 5.0,
             except BlockingIOError:
                 if not told:
                     handle.seek(0)
-                    wait_message(f"Job {job_id} is being run by another process "
-                                 f"({handle.read().strip() or 'unknown holder'}); waiting for it")
+                    wait_message(f"{what} ({handle.read().strip() or 'unknown holder'}); "
+                                 "waiting for it")
                     told = True
                 time.sleep(poll)
         try:
@@ -70,6 +72,16 @@ def job_lock(folder: Path, job_id: str, *, poll: float = 5.0,
             handle.truncate()
             handle.flush()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def job_lock(folder: Path, job_id: str, *, poll: float = 5.0,
+             wait_message: Callable[[str], None] = _say) -> Iterator[None]:
+    """Hold the Job's lock for the block; wait (reporting once who holds it) while another
+    process has it."""
+    with file_lock(folder / LOCK_FILE, f"Job {job_id} is being run by another process",
+                   poll=poll, wait_message=wait_message):
+        yield
 
 
 def is_held(folder: Path) -> bool:

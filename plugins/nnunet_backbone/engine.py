@@ -20,6 +20,7 @@ import torch
 from kdbench.engine.requests import TrainedModel, TrainRequest, TrainResult
 from kdbench.errors import KdbenchError
 from kdbench.modalities import channel_indices
+from kdbench_plugins.nnunet_backbone.checkpoint import load_checkpoint_file
 from kdbench_plugins.nnunet_backbone.environment import NnUNetFolders, nnunet_environment
 from kdbench_plugins.nnunet_backbone.networks import network_builder
 from kdbench_plugins.nnunet_backbone.trainer import (
@@ -108,7 +109,7 @@ def train(request: TrainRequest) -> TrainResult:
         output = Path(trainer.output_folder)
         final, latest = output / CHECKPOINT_FINAL, output / CHECKPOINT_LATEST
         if final.exists():
-            epochs = torch.load(final, map_location="cpu", weights_only=False)["current_epoch"]
+            epochs = load_checkpoint_file(final)["current_epoch"]
             return TrainResult(final, epochs, None, {})
         trainer.configure(TrainerSettings(
             strategy=request.strategy,
@@ -185,7 +186,7 @@ def load_model(trained: TrainedModel, dataset: Any, options: Any, device: str,
         for_training=False,
     )
     model = trained.strategy.build(context)
-    checkpoint = torch.load(trained.checkpoint, map_location=device, weights_only=False)
+    checkpoint = load_checkpoint_file(trained.checkpoint, map_location=device)
     model.load_state_dict(checkpoint["network_weights"])
     model.to(device).eval()
     for parameter in model.parameters():

@@ -1,0 +1,76 @@
+"""The reliability tests' grid (the fixture ``grid`` in conftest.py) and what they read of its
+runs: the record by Job, per-case tables, ``kdbench`` subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helpers import ROOT
+
+from kdbench.engine.execute import RunSettings
+from kdbench.plan import Plan
+from kdbench.tracking import COMPLETE, JOB_ID, STATUS, Tracker
+
+#: The smallest nnU-Net that still trains on the 32³ phantom (3 stages planned).
+TINY_BACKBONE = {"name": "nnunet", "options": {"patch_size": [16, 16, 16], "batch_size": 2,
+                                                "features_per_stage": [8, 16, 32],
+                                                "mirroring": False}}
+
+
+@dataclass
+class Grid:
+    """The protocol, where its data lives, its plan and the reference run's record."""
+
+    protocol: Path
+    data_dir: Path
+    plan: Plan
+    reference: RunSettings
+
+    def settings(self, root: Path, data_dir: Path | None = None) -> RunSettings:
+        """Fresh runs folder and MLflow database under ``root``."""
+        return RunSettings(self.protocol, data_dir or self.data_dir, root / "runs",
+                           f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+
+
+def runs_by_job(plan: Plan, tracking_uri: str) -> dict[str, list[Any]]:
+    """Every MLflow run of the protocol, by Job id."""
+    tracker = Tracker(plan, tracking_uri)
+    out: dict[str, list[Any]] = {job.id: [] for job in plan.jobs}
+    for run in tracker.client.search_runs([tracker.experiment_id], max_results=1000):
+        out.setdefault(run.data.tags[JOB_ID], []).append(run)
+    return out
+
+
+def complete_runs(plan: Plan, tracking_uri: str) -> dict[str, list[Any]]:
+    """The complete runs by Job id."""
+    return {job: [r for r in runs if r.data.tags.get(STATUS) == COMPLETE]
+            for job, runs in runs_by_job(plan, tracking_uri).items()}
+
+
+def per_case_bytes(plan: Plan, tracking_uri: str, run: Any, dest: Path) -> bytes:
+    """The per-case table a complete run recorded (its MLflow artefact), as bytes."""
+    tracker = Tracker(plan, tracking_uri)
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(tracker.client.download_artifacts(run.info.run_id, "per_case.csv",
+                                                  str(dest))).read_bytes()
+
+
+def kdbench(*args: str, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen:
+    """Start ``python -m kdbench ARGS`` as a user would (the caller's KDBENCH_* variables
+    dropped, ``env`` added)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("KDBENCH_")}
+    full.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "kdbench", *args], cwd=ROOT, env=full,
+                            text=True, **popen)
+
+
+def run_args(settings: RunSettings, *extra: str) -> list[str]:
+    """``run PROTOCOL`` with the settings' folders and tracking URI."""
+    return ["run", str(settings.protocol_path), "--data-dir", str(settings.data_dir),
+            "--runs-dir", str(settings.runs_dir), "--tracking-uri", str(settings.tracking_uri),
+            *extra]

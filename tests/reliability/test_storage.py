@@ -1,0 +1,68 @@
+"""Folders a run cannot write to are named before any Job starts: a read-only runs folder or
+MLflow store (a read-only mount: root ignores permission bits), or a path that is no folder."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from helpers import phantom_protocol, run_cli
+
+from kdbench.engine.execute import RunSettings
+from kdbench.errors import KdbenchError
+from kdbench.runner import run_protocol
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A read-only tmpfs (root only; skipped elsewhere)."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("a read-only folder that root cannot write is a read-only mount: needs root")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.fixture
+def protocol(tmp_path):
+    return phantom_protocol(tmp_path, "storage")
+
+
+def test_read_only_runs_folder_and_mlflow_store_fail_up_front(protocol, read_only, tmp_path,
+                                                              registry):
+    mlflow = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    settings = RunSettings(protocol, tmp_path / "data", read_only / "runs", mlflow)
+    with pytest.raises(KdbenchError, match=rf"{read_only / 'runs'} is not writable \(Read-only "
+                       r"file system\): kdbench keeps each Job's checkpoints and predictions "
+                       "there; choose another --runs-dir"):
+        run_protocol(settings, registry)
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "data").exists()
+
+    settings = RunSettings(protocol, tmp_path / "data", tmp_path / "runs",
+                           f"sqlite:///{read_only / 'mlflow.db'}")
+    with pytest.raises(KdbenchError, match=rf"{read_only} is not writable \(Read-only file "
+                       r"system\): kdbench keeps the MLflow database mlflow.db there; choose "
+                       "another --tracking-uri"):
+        run_protocol(settings, registry)
+    assert not (tmp_path / "data").exists()
+
+    out = run_cli("run", str(protocol), "--runs-dir", str(read_only / "runs"),
+                  "--tracking-uri", mlflow, "--data-dir", str(tmp_path / "data"))
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert f"{read_only / 'runs'} is not writable (Read-only file system)" in out.stderr
+
+
+def test_a_runs_folder_that_is_a_file_is_named(protocol, tmp_path, registry):
+    (tmp_path / "file").write_text("")
+    settings = RunSettings(protocol, tmp_path / "data", tmp_path / "file" / "runs",
+                           f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    with pytest.raises(KdbenchError, match=rf"{tmp_path / 'file' / 'runs'} is not writable "
+                       r"\(Not a directory\)"):
+        run_protocol(settings, registry)
