@@ -27,9 +27,9 @@ CODE_LOADERS = {
     "kdbench/estimate.py": "benchmarks/calibrate.py of the kdbench checkout itself",
     "plugins/nnunet_backbone/preprocess.py": "nnU-Net planner classes from a constant table",
 }
-#: torch.load calls still reading kdbench's own checkpoints with weights_only=False, until the
-#: nnU-Net backbone reads them with an allow-list of safe globals (docs/security.md).
-TORCH_LOAD_PENDING = {"plugins/nnunet_backbone/engine.py", "plugins/nnunet_backbone/trainer.py"}
+#: files still allowed torch.load with weights_only=False: none since the nnU-Net backbone reads
+#: its checkpoints with an allow-list of safe globals (plugins/nnunet_backbone/checkpoint.py).
+TORCH_LOAD_PENDING: set[str] = set()
 
 
 def _name(node: ast.AST) -> str:
