@@ -19,13 +19,31 @@ test case. Kinds of step:
 - with a generator: plus one teacher-sized forward per draw;
 - times ``relative_step_cost`` when a strategy class declares it (default 1).
 
+**Input pipeline and compilation.** A training iteration is the model's step fed by the data
+pipeline. When the calibration has an ``input`` section (CPU seconds of nnU-Net's augmentation
+per batch on one core, GPU milliseconds of kdbench's batched augmentation per batch, and the
+data workers per GPU), an iteration costs:
+
+- nnU-Net's CPU augmentation (``augmentation: nnunet``, the default):
+  ``max(step, cpu_augment_s / data_workers)`` -- the GPU waits for the loader when the workers
+  cannot keep up (on BraTS they cannot: 1.4-4.0 s per batch and core);
+- kdbench's GPU augmentation (``augmentation: gpu``): ``step + gpu_augment_ms`` (the workers only
+  load and crop; assumed to keep up, which ``benchmarks/e2e_benchmark.py`` measures, P3).
+
+With ``compile`` the step figures are the calibration's compiled ones (``train_compiled``,
+``kd_compiled``; the 1-channel student and the teacher forward scaled like the train step).
+Without an ``input`` section the data pipeline is assumed to keep up.
+
 Tuning (``kdbench tune``): per study, ``trials`` trainings of its template Job (training and
 validation only) times the expected fraction of a full training that a trial runs under the
 protocol's pruner (:func:`pruned_fraction`, simulated).
 
 The **naive grid** trains every (strategy, scenario, N, seed) cell on its own: each cell trains
-its own teacher and generator (recursively) and nothing is shared between cells, and tuning
-trials run in full (no pruning). kdbench's figure is the plan's: each distinct Job once.
+its own teacher and generator (recursively) and nothing is shared between cells, tuning
+trials run in full (no pruning), and every training runs as nnU-Net's own trainer does on a
+GPU: its CPU augmentation with ``data_workers`` workers, compiled (nnU-Net's default on CUDA)
+when the calibration has compiled figures. kdbench's figure is the plan's: each distinct Job
+once, with the protocol's augmentation and the run's ``compile``.
 
 This module imports no heavy library; measuring a calibration (:func:`measure_calibration`)
 runs the benchmarks of a checkout of kdbench's repository.
@@ -57,7 +75,13 @@ REFERENCE_CALIBRATION = BENCHMARKS / "calibration" / "h100_reference.json"
 #: Where ``--calibrate`` stores what it measured (``runs/`` is git-ignored).
 CALIBRATION_DIR = Path("runs") / "calibration"
 STEP_KEYS = ("train", "student", "kd", "teacher_forward", "validation")
+#: Optional compiled step figures (``torch.compile``), used with ``compile``.
+COMPILED_KEYS = ("train_compiled", "kd_compiled")
 CASE_KEYS = ("predict", "score")
+#: Optional input-pipeline figures (see the module docstring).
+INPUT_KEYS = ("cpu_augment_s", "gpu_augment_ms", "data_workers")
+#: Augmentation settings the cost model knows (a backbone's ``augmentation`` option).
+AUGMENTATIONS = ("nnunet", "gpu")
 #: Modalities a 4-channel network reads (the student step is measured with 1).
 CHANNELS = 4
 
@@ -71,8 +95,12 @@ class Calibration:
         label: what the figures are, in words (a reference says so).
         reference: ``True`` for the shipped reference figures, not measured on this machine.
         step_ms: milliseconds per step: ``train`` (4-channel network), ``student`` (1 channel),
-            ``kd`` (student + teacher), ``teacher_forward``, ``validation``.
+            ``kd`` (student + teacher), ``teacher_forward``, ``validation``; optionally
+            ``train_compiled`` and ``kd_compiled`` (with ``torch.compile``).
         case_s: seconds per test case: ``predict`` (sliding window + export), ``score``.
+        input: optional: ``cpu_augment_s`` (nnU-Net's augmentation of one batch on one CPU
+            core), ``gpu_augment_ms`` (kdbench's GPU augmentation of one batch),
+            ``data_workers`` (augmentation workers per GPU); empty: the loader keeps up.
         network: the network and batch measured (patch, batch, features, AMP, compile).
         date: when it was measured.
         sources: how each figure was obtained (measured, derived, assumed).
@@ -84,6 +112,7 @@ class Calibration:
     reference: bool
     step_ms: dict[str, float]
     case_s: dict[str, float]
+    input: dict[str, float] = field(default_factory=dict)
     network: dict[str, Any] = field(default_factory=dict)
     date: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
@@ -109,12 +138,25 @@ class Calibration:
                     raise KdbenchError(f"{where}: field {section}.{key} must be a number >= 0, "
                                        f"got {value!r}")
             values[section] = {k: float(given[k]) for k in keys}
+        values["step_ms"].update(_optional(data.get("step_ms"), "step_ms", COMPILED_KEYS, where))
+        given_input = data.get("input")
+        if given_input is not None and not isinstance(given_input, dict):
+            raise KdbenchError(f"{where}: field 'input' must be a mapping of "
+                               f"{', '.join(INPUT_KEYS)}")
+        values["input"] = _optional(given_input, "input", INPUT_KEYS, where)
+        if values["input"] and set(values["input"]) != set(INPUT_KEYS):
+            missing = sorted(set(INPUT_KEYS) - set(values["input"]))
+            raise KdbenchError(f"{where}: field 'input' needs all of {', '.join(INPUT_KEYS)}; "
+                               f"missing {', '.join(missing)}")
+        if values["input"] and values["input"]["data_workers"] < 1:
+            raise KdbenchError(f"{where}: field input.data_workers must be >= 1")
         device = data.get("device")
         if not isinstance(device, str) or not device:
             raise KdbenchError(f"{where}: field 'device' must name the device measured")
         return cls(device=device, label=str(data.get("label") or device),
                    reference=bool(data.get("reference", False)), step_ms=values["step_ms"],
-                   case_s=values["case_s"], network=dict(data.get("network") or {}),
+                   case_s=values["case_s"], input=values["input"],
+                   network=dict(data.get("network") or {}),
                    date=data.get("date"), sources=dict(data.get("sources") or {}))
 
     def to_json(self) -> dict[str, Any]:
@@ -122,7 +164,27 @@ class Calibration:
         return {"kdbench_calibration": CALIBRATION_VERSION, "reference": self.reference,
                 "label": self.label, "device": self.device, "date": self.date,
                 "network": self.network, "step_ms": self.step_ms, "case_s": self.case_s,
-                "sources": self.sources}
+                **({"input": self.input} if self.input else {}), "sources": self.sources}
+
+    @property
+    def compiled(self) -> bool:
+        """Whether it has compiled step figures."""
+        return all(key in self.step_ms for key in COMPILED_KEYS)
+
+
+def _optional(given: Any, section: str, keys: tuple[str, ...], where: str) -> dict[str, float]:
+    """The optional numeric ``keys`` of ``given`` (each a finite number >= 0)."""
+    out = {}
+    for key in keys:
+        value = (given or {}).get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or \
+                not math.isfinite(value) or value < 0:
+            raise KdbenchError(f"{where}: field {section}.{key} must be a number >= 0, "
+                               f"got {value!r}")
+        out[key] = float(value)
+    return out
 
 
 def load_calibration(path: Path | None = None) -> Calibration:
@@ -265,6 +327,59 @@ def trial_epochs(pruner: str, epochs: int, validate_every: int, qualities: list[
 
 # -- the cost model ---------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Pipeline:
+    """How a training runs: its augmentation (``nnunet``: nnU-Net's CPU pipeline; ``gpu``:
+    kdbench's batched GPU pipeline) and whether the networks are compiled."""
+
+    augmentation: str = "nnunet"
+    compile: bool = False
+
+    def describe(self) -> str:
+        where = "GPU" if self.augmentation == "gpu" else "nnU-Net's CPU"
+        return f"{where} augmentation, {'compiled' if self.compile else 'eager'}"
+
+
+def protocol_augmentation(plan: Plan) -> str:
+    """The backbone's ``augmentation`` option (nnU-Net's CPU pipeline when not set)."""
+    return str(plan.protocol.backbone.options.get("augmentation") or "nnunet")
+
+
+def naive_pipeline(calibration: Calibration) -> Pipeline:
+    """nnU-Net's own trainer on a GPU: CPU augmentation, compiled by default when the
+    calibration says what compiling costs."""
+    return Pipeline("nnunet", calibration.compiled)
+
+
+def model_step_ms(segmenter_ms: float, teacher_ms: float, calibration: Calibration,
+                  compile: bool) -> float:
+    """A step's model time: a segmenter's part and a teacher's part (eager figures), scaled
+    to the compiled figures when ``compile`` (the segmenter like the train step, the teacher
+    like the KD step's extra over the student)."""
+    step = calibration.step_ms
+    if not compile:
+        return segmenter_ms + teacher_ms
+    if not calibration.compiled:
+        raise KdbenchError("the calibration has no compiled step figures (step_ms."
+                           "train_compiled, step_ms.kd_compiled): estimate without --compile, "
+                           "or measure them (benchmarks/step_benchmark.py --compile)")
+    scale = step["train_compiled"] / step["train"] if step["train"] else 1.0
+    extra = step["kd"] - step["student"]
+    extra_compiled = step["kd_compiled"] - step["student"] * scale
+    teacher_scale = extra_compiled / extra if extra > 0 else scale
+    return segmenter_ms * scale + teacher_ms * teacher_scale
+
+
+def iteration_ms(model_ms: float, calibration: Calibration, pipeline: Pipeline) -> float:
+    """One training iteration: the model's step fed by the data pipeline (module docstring)."""
+    feed = calibration.input
+    if not feed:
+        return model_ms
+    if pipeline.augmentation == "gpu":
+        return model_ms + feed["gpu_augment_ms"]
+    return max(model_ms, 1e3 * feed["cpu_augment_s"] / feed["data_workers"])
+
+
 @dataclass
 class JobCost:
     """One Job's estimate (hours on one GPU)."""
@@ -274,6 +389,7 @@ class JobCost:
     kind: str
     epochs: int
     step_ms: float
+    iteration_ms: float
     train_h: float
     validation_h: float
     inference_h: float
@@ -285,7 +401,8 @@ class JobCost:
 
     def to_json(self) -> dict[str, Any]:
         return {"job": self.job_id, "component": self.component, "kind": self.kind,
-                "epochs": self.epochs, "step_ms": self.step_ms, "train_h": self.train_h,
+                "epochs": self.epochs, "step_ms": self.step_ms,
+                "iteration_ms": self.iteration_ms, "train_h": self.train_h,
                 "validation_h": self.validation_h, "inference_h": self.inference_h,
                 "total_h": self.total_h}
 
@@ -325,6 +442,10 @@ class Estimate:
     test_cases: int
     pruner: str | None
     assumptions: list[str]
+    pipeline: Pipeline = field(default_factory=Pipeline)
+    naive: Pipeline = field(default_factory=Pipeline)
+    naive_studies_h: float = 0.0
+    naive_jobs_same_pipeline_h: float = 0.0
 
     @property
     def jobs_h(self) -> float:
@@ -342,12 +463,28 @@ class Estimate:
     @property
     def naive_h(self) -> float:
         """The naive grid: each cell with its own teacher/generator, tuning not pruned."""
-        return self.naive_jobs_h + sum(s.full_h for s in self.studies)
+        return self.naive_jobs_h + self.naive_studies_h
 
     @property
     def ratio(self) -> float:
         """kdbench / naive (the grid benchmark's P4; goal <= 0.4)."""
         return self.total_h / self.naive_h if self.naive_h else float("nan")
+
+    @property
+    def pruning_saved_h(self) -> float:
+        """Hours pruning saves (with this estimate's pipeline)."""
+        return sum(s.full_h - s.pruned_h for s in self.studies)
+
+    @property
+    def sharing_saved_h(self) -> float:
+        """Hours sharing teachers and generators saves: the naive grid's trainings run with
+        this estimate's pipeline, minus the plan's Jobs."""
+        return self.naive_jobs_same_pipeline_h - self.jobs_h
+
+    @property
+    def pipeline_saved_h(self) -> float:
+        """Hours the pipeline (augmentation, compilation) saves against nnU-Net's own."""
+        return self.naive_h - self.total_h - self.sharing_saved_h - self.pruning_saved_h
 
     def job(self, job_id: str) -> JobCost:
         return next(j for j in self.jobs if j.job_id == job_id)
@@ -358,6 +495,8 @@ class Estimate:
                             "path": str(self.calibration.path) if self.calibration.path
                             else None},
             "test_cases": self.test_cases,
+            "pipeline": {"augmentation": self.pipeline.augmentation,
+                         "compile": self.pipeline.compile},
             "jobs": [j.to_json() for j in self.jobs],
             "tuning": {"pruner": self.pruner, "studies": [s.to_json() for s in self.studies]},
             "total_gpu_hours": self.total_h,
@@ -365,9 +504,12 @@ class Estimate:
             "tuning_gpu_hours": self.tuning_h,
             "naive": {"gpu_hours": self.naive_h, "trainings": self.naive_trainings,
                       "jobs_gpu_hours": self.naive_jobs_h,
-                      "tuning_gpu_hours": sum(s.full_h for s in self.studies)},
-            "saved": {"sharing_gpu_hours": self.naive_jobs_h - self.jobs_h,
-                      "pruning_gpu_hours": sum(s.full_h - s.pruned_h for s in self.studies)},
+                      "tuning_gpu_hours": self.naive_studies_h,
+                      "pipeline": {"augmentation": self.naive.augmentation,
+                                   "compile": self.naive.compile}},
+            "saved": {"sharing_gpu_hours": self.sharing_saved_h,
+                      "pruning_gpu_hours": self.pruning_saved_h,
+                      "pipeline_gpu_hours": self.pipeline_saved_h},
             "ratio_kdbench_over_naive": self.ratio,
             "assumptions": self.assumptions,
         }
@@ -396,8 +538,10 @@ def count_test_cases(plan: Plan) -> int:
 
 
 def job_cost(job: Job, plan: Plan, registry: Registry, calibration: Calibration,
-             n_test: int | None = None, *, inference: bool = True) -> JobCost:
-    """One Job's training, validation and (``inference``) test-set cost."""
+             n_test: int | None = None, *, inference: bool = True,
+             pipeline: Pipeline | None = None) -> JobCost:
+    """One Job's training, validation and (``inference``) test-set cost, trained with
+    ``pipeline`` (default: the protocol's augmentation, eager)."""
     from kdbench.components.generator import Generator
     from kdbench.engine.requests import Budget
 
@@ -408,18 +552,23 @@ def job_cost(job: Job, plan: Plan, registry: Registry, calibration: Calibration,
     budget = strategy.training_budget(Budget(
         training.epochs, training.iterations_per_epoch, training.val_iterations,
         training.validate_every, training.checkpoint_every))
+    pipeline = pipeline or Pipeline(protocol_augmentation(plan))
     step = calibration.step_ms
     channels = len(strategy.input_modalities())
-    ms = step["student"] + (step["train"] - step["student"]) * (channels - 1) / (CHANNELS - 1)
-    ms *= float(getattr(cls, "relative_step_cost", 1.0))
+    segmenter = step["student"] + (step["train"] - step["student"]) * (channels - 1) / (
+        CHANNELS - 1)
+    segmenter *= float(getattr(cls, "relative_step_cost", 1.0))
     draws = max(1, int(hparams.get("mc_samples", 1) or 1))
     requires = getattr(cls, "requires", ())
+    teacher = 0.0
     if "teacher" in requires:
-        ms += max(step["kd"] - step["student"], 0.0) * draws
+        teacher += max(step["kd"] - step["student"], 0.0) * draws
     if "generator" in requires:
-        ms += step["teacher_forward"] * draws
+        teacher += step["teacher_forward"] * draws
+    ms = model_step_ms(segmenter, teacher, calibration, pipeline.compile)
+    per_iteration = iteration_ms(ms, calibration, pipeline)
     epochs = int(budget.epochs)
-    train_h = epochs * budget.iterations_per_epoch * ms / 3.6e6
+    train_h = epochs * budget.iterations_per_epoch * per_iteration / 3.6e6
     validation_h = epochs * budget.val_iterations * step["validation"] / 3.6e6
     inference_h = 0.0
     if inference:
@@ -428,30 +577,51 @@ def job_cost(job: Job, plan: Plan, registry: Registry, calibration: Calibration,
         inference_h = len(job.modalities.evaluate) * n_test * per_case / 3600
         if isinstance(strategy, Generator):
             inference_h += n_test * calibration.case_s["predict"] / 3600  # its synthesis
-    return JobCost(job.id, job.component, job.kind, epochs, ms, train_h, validation_h,
-                   inference_h)
+    return JobCost(job.id, job.component, job.kind, epochs, ms, per_iteration, train_h,
+                   validation_h, inference_h)
 
 
-def estimate(plan: Plan, registry: Registry, calibration: Calibration) -> Estimate:
-    """The GPU-hours of ``plan`` (see the module docstring) and of its naive grid."""
+def estimate(plan: Plan, registry: Registry, calibration: Calibration, *,
+             compile: bool = False, augmentation: str | None = None) -> Estimate:
+    """The GPU-hours of ``plan`` (see the module docstring) and of its naive grid.
+
+    Args:
+        compile: the Jobs run with ``torch.compile`` (``kdbench run --compile``).
+        augmentation: ``nnunet`` or ``gpu``: estimate as if the protocol's backbone chose it
+            (default: what it chooses).
+    """
+    if augmentation is not None and augmentation not in AUGMENTATIONS:
+        raise KdbenchError(f"augmentation {augmentation!r}: use one of "
+                           f"{', '.join(AUGMENTATIONS)}")
+    pipeline = Pipeline(augmentation or protocol_augmentation(plan), compile)
+    naive = naive_pipeline(calibration)
     n_test = count_test_cases(plan)
-    costs = {job.id: job_cost(job, plan, registry, calibration, n_test) for job in plan.jobs}
 
-    def with_dependencies(job: Job) -> tuple[float, int]:
-        hours, trainings = costs[job.id].total_h, 1
+    def costs_with(chosen: Pipeline) -> dict[str, JobCost]:
+        return {job.id: job_cost(job, plan, registry, calibration, n_test, pipeline=chosen)
+                for job in plan.jobs}
+
+    costs = costs_with(pipeline)
+    naive_costs = costs_with(naive)
+
+    def with_dependencies(job: Job, table: dict[str, JobCost]) -> tuple[float, int]:
+        hours, trainings = table[job.id].total_h, 1
         for dep_id in job.depends_on.values():
-            dep_h, dep_n = with_dependencies(plan.job(dep_id))
+            dep_h, dep_n = with_dependencies(plan.job(dep_id), table)
             hours, trainings = hours + dep_h, trainings + dep_n
         return hours, trainings
 
-    naive_h, naive_n = 0.0, 0
+    naive_h = naive_same_h = 0.0
+    naive_n = 0
     for job in plan.jobs:
         cells = sum(1 for role in job.roles if role.startswith("strategy "))
         if cells:
-            hours, trainings = with_dependencies(job)
+            hours, trainings = with_dependencies(job, naive_costs)
             naive_h += cells * hours
             naive_n += cells * trainings
+            naive_same_h += cells * with_dependencies(job, costs)[0]
     studies: list[StudyCost] = []
+    naive_studies_h = 0.0
     tuning = plan.protocol.tuning
     fraction = 1.0
     if tuning is not None:
@@ -461,10 +631,28 @@ def estimate(plan: Plan, registry: Registry, calibration: Calibration) -> Estima
             fraction = pruned_fraction(tuning.pruner, plan.protocol.training.epochs,
                                        plan.protocol.training.validate_every, tuning.trials,
                                        target.name)
-            trial = job_cost(target.template, plan, registry, calibration, inference=False)
+            trial = job_cost(target.template, plan, registry, calibration, inference=False,
+                             pipeline=pipeline)
             studies.append(StudyCost(target.name, tuning.trials, trial.total_h, fraction))
+            naive_studies_h += tuning.trials * job_cost(
+                target.template, plan, registry, calibration, inference=False,
+                pipeline=naive).total_h
+    feed = calibration.input
+    if feed:
+        loader_ms = 1e3 * feed["cpu_augment_s"] / feed["data_workers"]
+        input_assumption = (
+            f"input: nnU-Net's CPU augmentation {feed['cpu_augment_s']:g} s per batch and "
+            f"core over {feed['data_workers']:g} workers = one batch every {loader_ms:.1f} ms "
+            f"(the GPU waits when its step is shorter); kdbench's GPU augmentation "
+            f"+{feed['gpu_augment_ms']:g} ms per step, its workers only loading and cropping "
+            "(assumed to keep up; P3 measures it)")
+    else:
+        input_assumption = "data loading keeps up with the GPU (no input stall)"
     assumptions = [
-        "one Job at a time on one GPU; data loading keeps up with the GPU (no input stall)",
+        f"kdbench: {pipeline.describe()}; naive grid: nnU-Net's own trainer "
+        f"({naive.describe()})",
+        "one Job at a time on one GPU",
+        input_assumption,
         "a segmenter's step scales linearly from the 1-channel student step to the 4-channel "
         "train step with the channels it reads",
         "with a teacher: + (KD step - student step) per Monte Carlo draw; with a generator: "
@@ -483,5 +671,6 @@ def estimate(plan: Plan, registry: Registry, calibration: Calibration) -> Estima
     if calibration.reference:
         assumptions.append("calibration: the shipped REFERENCE figures, not measured here")
     return Estimate(calibration, [costs[j.id] for j in plan.jobs], studies, naive_h, naive_n,
-                    n_test, tuning.pruner if tuning else None, assumptions)
+                    n_test, tuning.pruner if tuning else None, assumptions, pipeline, naive,
+                    naive_studies_h, naive_same_h)
 

@@ -43,8 +43,12 @@ def test_job_costs_are_steps_times_iterations(curve):
     per_case_h = 251 * (case["predict"] + case["score"]) / 3600
     validation_h = epochs * val * step["validation"] / 3.6e6
 
-    def expected(student_ms: float) -> float:
-        return epochs * iterations * student_ms / 3.6e6 + validation_h + per_case_h
+    # nnU-Net's CPU augmentation (the protocol's): one batch every cpu_augment_s / workers
+    loader_ms = 1e3 * ref["input"]["cpu_augment_s"] / ref["input"]["data_workers"]
+
+    def expected(model_ms: float) -> float:
+        return (epochs * iterations * max(model_ms, loader_ms) / 3.6e6 + validation_h
+                + per_case_h)
 
     by_component = {}
     for job in plan.jobs:
@@ -54,7 +58,53 @@ def test_job_costs_are_steps_times_iterations(curve):
     assert multi.total_h == pytest.approx(expected(step["train"]))
     assert kd.total_h == pytest.approx(expected(step["kd"]))  # 1 channel + the teacher
     assert kd.step_ms > mono.step_ms
+    assert loader_ms > step["kd"]  # on BraTS the CPU loader bounds every Job: the GPU waits
+    assert mono.iteration_ms == kd.iteration_ms == pytest.approx(loader_ms)
     assert cost.total_h == pytest.approx(sum(cost.job(j.id).total_h for j in plan.jobs))
+
+
+def test_gpu_augmentation_and_compile(curve, registry):
+    plan, as_written = curve
+    ref = json.loads(REFERENCE_CALIBRATION.read_text())
+    step, feed = ref["step_ms"], ref["input"]
+    fast = estimate(plan, registry, load_calibration(), augmentation="gpu", compile=True)
+    scale = step["train_compiled"] / step["train"]
+    by_component = {}
+    for job in plan.jobs:
+        by_component.setdefault(job.component, job)
+    mono, multi, kd = (fast.job(by_component[c].id) for c in ("mono", "multi", "kd"))
+    # compiled figures; the GPU augmentation adds its time to every step
+    assert multi.iteration_ms == pytest.approx(step["train_compiled"] + feed["gpu_augment_ms"])
+    assert mono.iteration_ms == pytest.approx(step["student"] * scale + feed["gpu_augment_ms"])
+    assert kd.iteration_ms == pytest.approx(step["kd_compiled"] + feed["gpu_augment_ms"])
+    assert multi.train_h == pytest.approx(1000 * 250 * multi.iteration_ms / 3.6e6)
+    # the naive grid is nnU-Net's own trainer either way: the same hours
+    assert fast.naive_h == pytest.approx(as_written.naive_h)
+    assert fast.naive.augmentation == "nnunet" and fast.naive.compile is True
+    # the savings add up to the difference, and the fast paths meet P4's goal here
+    assert (fast.sharing_saved_h + fast.pruning_saved_h + fast.pipeline_saved_h
+            == pytest.approx(fast.naive_h - fast.total_h))
+    assert fast.pipeline_saved_h > 0 and as_written.pipeline_saved_h == pytest.approx(0, abs=1e-9)
+    assert fast.ratio <= 0.4 < as_written.ratio
+    with pytest.raises(KdbenchError, match="augmentation 'cpu'"):
+        estimate(plan, registry, load_calibration(), augmentation="cpu")
+
+
+def test_without_input_figures_the_loader_keeps_up(curve, registry, tmp_path):
+    plan, _ = curve
+    data = json.loads(REFERENCE_CALIBRATION.read_text())
+    del data["input"]
+    del data["step_ms"]["kd_compiled"]
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(data))
+    calibration = load_calibration(path)
+    assert not calibration.compiled and calibration.input == {}
+    cost = estimate(plan, registry, calibration)
+    mono = next(cost.job(j.id) for j in plan.jobs if j.component == "mono")
+    assert mono.iteration_ms == mono.step_ms == data["step_ms"]["student"]
+    assert cost.naive.compile is False  # nothing says what compiling costs
+    with pytest.raises(KdbenchError, match="no compiled step figures"):
+        estimate(plan, registry, calibration, compile=True)
 
 
 def test_naive_grid_trains_a_teacher_per_student_cell(curve):
@@ -124,6 +174,11 @@ def test_calibration_files_round_trip_and_bad_fields_are_named(tmp_path):
         load_calibration(path)
     with pytest.raises(KdbenchError, match="not found"):
         load_calibration(tmp_path / "nope.json")
+    data = json.loads(REFERENCE_CALIBRATION.read_text())
+    del data["input"]["data_workers"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(KdbenchError, match="'input' needs all of .*missing data_workers"):
+        load_calibration(path)
 
 
 def test_plan_estimate_cli(tmp_path):
@@ -134,8 +189,12 @@ def test_plan_estimate_cli(tmp_path):
     assert len(est["jobs"]) == len(report["jobs"]) == 105
     assert est["total_gpu_hours"] == pytest.approx(sum(j["total_h"] for j in est["jobs"]))
     assert est["naive"]["trainings"] == 168 and est["calibration"]["reference"] is True
-    assert est["saved"]["sharing_gpu_hours"] == pytest.approx(
-        est["naive"]["gpu_hours"] - est["total_gpu_hours"])
+    assert est["saved"]["sharing_gpu_hours"] + est["saved"]["pipeline_gpu_hours"] == \
+        pytest.approx(est["naive"]["gpu_hours"] - est["total_gpu_hours"])
+    fast = json.loads(run_cli("plan", str(CURVE), "--estimate", "--json", "--augmentation",
+                              "gpu", "--compile").stdout)["estimate"]
+    assert fast["pipeline"] == {"augmentation": "gpu", "compile": True}
+    assert fast["total_gpu_hours"] < est["total_gpu_hours"]
     table = run_cli("plan", str(CURVE), "--estimate")
     assert "GPU-h" in table.stdout and "naive grid" in table.stdout
     bad = tmp_path / "bad.json"

@@ -33,6 +33,12 @@ def plan(
     device: Annotated[str | None, typer.Option(
         "--device", help="Device measured by --calibrate (default: cuda when available).")
     ] = None,
+    compile: Annotated[bool, typer.Option(
+        "--compile", help="Estimate the Jobs run with `kdbench run --compile` (the "
+        "calibration's compiled step figures).")] = False,
+    augmentation: Annotated[str | None, typer.Option(
+        "--augmentation", help="Estimate as if the backbone's augmentation were nnunet (CPU) "
+        "or gpu (default: the protocol's).")] = None,
 ) -> None:
     """Expand a protocol into its DAG of Jobs (ids, dependencies, waves)."""
     from kdbench.errors import KdbenchError
@@ -42,7 +48,7 @@ def plan(
     registry = state(ctx).registry()
     result = build_plan(load_protocol(path, registry), registry)
     cost = None
-    if estimate or calibrate or calibration is not None:
+    if estimate or calibrate or calibration is not None or compile or augmentation:
         if calibration is not None and calibrate:
             raise KdbenchError("give either --calibration FILE or --calibrate, not both")
         if calibration_size not in ("brats", "small", "tiny"):
@@ -51,7 +57,8 @@ def plan(
         from kdbench.estimate import estimate as estimate_plan
 
         cost = estimate_plan(result, registry, _calibration(calibration, calibrate,
-                                                            calibration_size, device))
+                                                            calibration_size, device),
+                             compile=compile, augmentation=augmentation)
     if as_json:
         print_json({**result.to_json(), **({"estimate": cost.to_json()} if cost else {})})
         return
@@ -105,13 +112,12 @@ def print_estimate(cost: Estimate) -> None:
                   + (f", tuning {cost.tuning_h:,.1f} in {len(cost.studies)} "
                      f"stud{'y' if len(cost.studies) == 1 else 'ies'}" if cost.studies else "")
                   + ")")
-    saved_sharing = cost.naive_jobs_h - cost.jobs_h
-    saved_pruning = sum(s.full_h - s.pruned_h for s in cost.studies)
     console.print(f"naive grid: {cost.naive_h:,.1f} GPU-hours ({cost.naive_trainings} "
                   f"trainings: every (strategy, scenario, N, seed) cell trains its own teacher "
-                  f"and generator, tuning not pruned); kdbench / naive = {cost.ratio:.2f}; "
-                  f"sharing saves {saved_sharing:,.1f} h"
-                  + (f", pruning {saved_pruning:,.1f} h" if cost.studies else ""))
+                  f"and generator, tuning not pruned, nnU-Net's own pipeline); kdbench / naive "
+                  f"= {cost.ratio:.2f}; sharing saves {cost.sharing_saved_h:,.1f} h"
+                  + (f", pruning {cost.pruning_saved_h:,.1f} h" if cost.studies else "")
+                  + f", the pipeline ({cost.pipeline.describe()}) {cost.pipeline_saved_h:,.1f} h")
     network = calibration.network
     size = ("×".join(str(p) for p in network.get("patch", [])) or "?") + \
         f", batch {network.get('batch', '?')}"
