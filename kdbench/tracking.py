@@ -13,6 +13,7 @@ server) through ``--tracking-uri`` or ``KDBENCH_TRACKING_URI``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import time
@@ -86,6 +87,32 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
         out[prefix] = str(value)[:6000]
 
 
+def mlflow_client(tracking_uri: str) -> Any:
+    """An ``MlflowClient``; for a SQLite file, made under an exclusive lock beside it.
+
+    MLflow creates and migrates a new database's tables when its first client opens it, without
+    a lock (MLflow 3.17's ``SqlAlchemyStore``): two runners started at once on a fresh file
+    both migrate, both fail, and the file is left half-migrated for good. The lock makes the
+    second wait for the first's tables. A folder this process cannot write to is opened without
+    it (a reader of someone else's record).
+    """
+    from mlflow.tracking import MlflowClient
+
+    if not tracking_uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=tracking_uri)
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    try:
+        handle = open(database.with_name(database.name + ".lock"), "a")  # noqa: SIM115
+    except OSError:
+        return MlflowClient(tracking_uri=tracking_uri)
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            return MlflowClient(tracking_uri=tracking_uri)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_experiment(client: Any, name: str, *, artifact_location: str | None = None,
                       tags: Mapping[str, str] | None = None) -> str:
     """The id of experiment ``name``, created if missing. Safe when several processes (array
@@ -115,11 +142,9 @@ class Tracker:
     """
 
     def __init__(self, plan: Plan, tracking_uri: str, artifact_root: Path | None = None) -> None:
-        from mlflow.tracking import MlflowClient
-
         self.plan = plan
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = mlflow_client(tracking_uri)
         name = f"kdbench/{plan.protocol.name}"
         location = None
         if artifact_root is None and tracking_uri.startswith("sqlite:///"):

@@ -130,7 +130,7 @@ def job_claim(url: str, job_id: str, *, poll: float = 5.0,
                                      application_name=_holder_name(), **_KEEPALIVE)
     except psycopg.Error as exc:
         raise KdbenchError(f"cannot reach {_masked(url)} to claim Job {job_id}: "
-                           f"{str(exc).strip()}; check the server and the URL "
+                           f"{' '.join(str(exc).split())}; check the server and the URL "
                            f"({ENV_CLAIMS} or --tracking-uri)") from None
     key = claim_key(job_id)
     with connection:

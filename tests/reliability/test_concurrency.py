@@ -7,15 +7,17 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 from reliability.grid import complete_runs, kdbench, per_case_bytes, run_args, runs_by_job
 
 from kdbench.engine.job import job_dir
 from kdbench.engine.lock import LOCK_FILE
-from kdbench.tracking import COMPLETE, STATUS
+from kdbench.tracking import COMPLETE, STATUS, mlflow_client
 
 
 def _state(pid: int) -> str:
@@ -72,3 +74,46 @@ def test_three_runners_one_killed_holder_each_job_runs_once(grid, tmp_path):
     reference = complete_runs(grid.plan, grid.reference.tracking_uri)[mono.id][0]
     assert per_case_bytes(grid.plan, settings.tracking_uri, complete[0], tmp_path / "a") == \
         per_case_bytes(grid.plan, grid.reference.tracking_uri, reference, tmp_path / "b")
+
+
+OPEN = """
+import sys
+from kdbench.tracking import mlflow_client
+client = mlflow_client(sys.argv[1])
+client.create_experiment(sys.argv[2])
+print(len(client.search_experiments()))
+"""
+
+
+def test_runners_opening_a_fresh_mlflow_database_at_once(tmp_path):
+    """MLflow migrates a new SQLite file when its first client opens it, without a lock: three
+    processes at once left two failed and the file half-migrated (found by this suite); the
+    lock beside the file makes them wait for the first one's tables."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN, uri, f"e{i}"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(3)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in outputs]
+    names = {e.name for e in mlflow_client(uri).search_experiments()}
+    assert {"e0", "e1", "e2"} <= names
+
+
+def test_where_job_claims_are_taken(monkeypatch):
+    """Across hosts, Jobs are claimed in PostgreSQL: KDBENCH_CLAIMS, else a PostgreSQL tracking
+    URI, else nowhere (the lock file alone); the key is the Job id's 64 bits."""
+    from kdbench.engine.claims import claim_key, claims_url
+    from kdbench.errors import KdbenchError
+
+    monkeypatch.delenv("KDBENCH_CLAIMS", raising=False)
+    assert claims_url("sqlite:///x.db") is None and claims_url("http://host:5000") is None
+    pg = "postgresql+psycopg://u:secret@h:5432/db"
+    assert claims_url(pg) == pg
+    monkeypatch.setenv("KDBENCH_CLAIMS", "postgresql://u:p@h/claims")
+    assert claims_url("sqlite:///x.db") == "postgresql://u:p@h/claims"
+    monkeypatch.setenv("KDBENCH_CLAIMS", "mysql://u:secret@h/db")
+    with pytest.raises(KdbenchError, match=r"KDBENCH_CLAIMS=mysql://u:\*\*\*@h/db: Job claims "
+                       "need a PostgreSQL URL"):
+        claims_url(None)
+    assert claim_key("0000000000000001") == 1 and claim_key("ffffffffffffffff") == -1
+    assert claim_key("7fffffffffffffff") == 2**63 - 1
