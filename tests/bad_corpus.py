@@ -4,7 +4,7 @@ Each entry is one folder ``OUT/<entry>/`` holding its inputs and an ``expect.yam
 
 .. code-block:: yaml
 
-    group: data                     # data, protocol, plan, plugins, evaluate
+    group: data                     # data, protocol, plan, run, plugins, evaluate
     description: one line: what is wrong
     argv: [data, prepare, --source, "{entry}/release", --name, ds, --data-dir, data]
     exit_code: 2                    # the exit status expected
@@ -204,9 +204,12 @@ def brats_protocol(folder: Path, path: str, *, backbone: str = "listing", **fiel
 
 
 def protocol_entry(name: str, description: str, message: str, text: str | dict[str, Any],
-                   *, group: str = "protocol", **kwargs: Any) -> None:
-    """An entry whose input is one protocol file, checked with ``protocol validate``."""
-    argv = (["protocol", "validate"] if group == "protocol" else [group]) + ["{entry}/p.yaml"]
+                   *, group: str = "protocol", argv: list[str] | None = None,
+                   **kwargs: Any) -> None:
+    """An entry whose input is one protocol file, checked with ``protocol validate`` (or
+    ``argv``)."""
+    if argv is None:
+        argv = (["protocol", "validate"] if group == "protocol" else [group]) + ["{entry}/p.yaml"]
 
     def build(folder: Path) -> None:
         if isinstance(text, dict):
@@ -496,6 +499,59 @@ def kdbench_register_datasets(registry):
 ''')
 
 
+READER = '''
+"""A dataset reader that {what}."""
+from kdbench import hookimpl
+from kdbench_plugins.brats import BratsRelease
+
+
+class Faulty(BratsRelease):
+    name = "faulty"
+
+    @classmethod
+    def detect(cls, root):
+        {detect}
+
+    def read(self, root, options):
+        {read}
+
+
+@hookimpl
+def kdbench_register_datasets(registry):
+    registry.add(Faulty)
+'''
+
+
+def reader_entry(name: str, description: str, message: str, detect: str, read: str,
+                 forced: bool) -> None:
+    """An entry whose dataset reader plugin breaks its contract."""
+    def build(folder: Path) -> None:
+        good_release(folder)
+        light_plugins(folder)
+        (folder / "plugins" / "faulty.py").write_text(
+            READER.format(what=description, detect=detect, read=read))
+
+    reader = ["--reader", "faulty"] if forced else []
+    ENTRIES.append(Entry(name, "data", description,
+                         [*LIGHT, *prepare("{entry}/release", "ds", *reader, "--backbone",
+                                           "listing")], message, build))
+
+
+reader_entry("data_reader_detect_raises", "raises in detect",
+             r"dataset reader 'faulty' \(.*Faulty\) raised in detect: PermissionError: denied; "
+             "fix the plugin, or leave it out with KDBENCH_LOAD_PLUGINS",
+             "raise PermissionError('denied')", "return None", forced=False)
+reader_entry("data_reader_returns_none", "returns None from read",
+             r"dataset reader 'faulty': read returned NoneType; it must return a "
+             "kdbench.data.cases.Release", "return '2019-2021'", "return None", forced=True)
+reader_entry("data_reader_returns_paths", "returns a list of paths from read",
+             r"dataset reader 'faulty': read returned list", "return '2019-2021'",
+             "return sorted(root.iterdir())", forced=True)
+reader_entry("data_reader_detect_returns_bool", "returns True from detect",
+             r"dataset reader 'faulty': detect returned bool; it must return a layout name or "
+             "None", "return True", "return None", forced=True)
+
+
 # -- data: existing results must survive -----------------------------------------------------
 
 @entry("data_name_taken_by_other_source", "data",
@@ -774,6 +830,44 @@ protocol_entry("plan_unknown_strategy", "plan of a protocol naming an unknown st
 protocol_entry("plan_n_above_pool", "plan of a protocol whose N exceeds the pool",
                r"N=40 is larger than the training pool of 16", demo(training_sizes=[4, 40]),
                group="plan")
+
+# -- run, report, tune: the same protocol checks first, then the cluster profile ---------------
+
+for _command in ("run", "report", "tune"):
+    protocol_entry(f"{_command}_unknown_strategy", f"{_command} of a protocol naming an unknown "
+                   "strategy (nothing may be recorded)", r"unknown strategy 'kdd'",
+                   _demo_with(lambda d: d["strategies"][2].update(name="kdd")), group="run",
+                   argv=[_command, "{entry}/p.yaml"])
+
+RUN_PROFILE = ["run", str(DEMO), "--executor", "slurm", "--dry-run", "--profile",
+               "{entry}/profile.yaml"]
+
+
+def profile_entry(name: str, description: str, message: str, text: str | None) -> None:
+    """An entry whose input is a cluster profile file, given to ``run --dry-run``."""
+    def build(folder: Path) -> None:
+        if text is not None:
+            (folder / "profile.yaml").write_text(text)
+
+    ENTRIES.append(Entry(name, "run", description, RUN_PROFILE, message, build))
+
+
+profile_entry("run_profile_duplicate_key", "a profile giving a key twice",
+              r"profile file .*profile.yaml: line 4: not valid YAML \(key 'partition' is given "
+              r"twice \(first on line 3\); keep one\)",
+              "executors:\n  slurm:\n    partition: gpu\n    partition: cpu\n")
+profile_entry("run_profile_python_tag", "a profile whose YAML tag would run os.system",
+              r"profile file .*profile.yaml: line 1: not valid YAML \(could not determine a "
+              r"constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'\)",
+              f"executors: !!python/object/apply:os.system ['touch {PWNED}']\n")
+profile_entry("run_profile_unknown_option", "a misspelt executor option in a profile",
+              r"executors.slurm.partitionn \(line 3\): unknown key 'partitionn' .*did you mean "
+              "'partition'", "executors:\n  slurm:\n    partitionn: gpu\n")
+profile_entry("run_profile_not_a_mapping", "a profile whose executors is a list",
+              r"`executors` must map executor names to mappings of options",
+              "executors: [slurm]\n")
+profile_entry("run_profile_missing", "a profile path that does not exist",
+              r"profile file .*profile.yaml not found; check the path", None)
 
 # -- plugins ----------------------------------------------------------------------------------
 

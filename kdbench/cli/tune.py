@@ -44,14 +44,16 @@ def tune(
     workers (--workers, or --worker-index on other nodes) share the studies of a PostgreSQL or
     journal storage; the budget stays exact."""
     from kdbench.cli.run import _settings
+    from kdbench.protocol import load_protocol
     from kdbench.tuning.studies import default_storage, display_url
     from kdbench.tuning.summary import show as show_studies
     from kdbench.tuning.tune import LAUNCHED_ENV, tune_protocol
 
     settings = _settings(ctx, protocol, data_dir, runs_dir, tracking_uri, device, data_workers,
                          compile, storage)
-    storage = storage or default_storage()
     registry = state(ctx).registry()
+    load_protocol(protocol, registry)  # a bad protocol stops before the default storage is made
+    storage = storage or default_storage()
     if show:
         summaries = show_studies(settings, registry, storage)
     else:

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from kdbench import __version__
-from kdbench.data.cases import Release, is_safe_case_id
-from kdbench.errors import KdbenchError
+from kdbench.data.cases import CaseFiles, Release, is_safe_case_id
+from kdbench.errors import KdbenchError, PluginError
 from kdbench.hashing import content_id
 from kdbench.registry import Registry
 
@@ -70,7 +70,7 @@ def pick_reader(registry: Registry, source: Path, reader: str | None) -> tuple[A
     else:
         candidates = [registry.datasets.get(n) for n in registry.datasets.names()
                       if not registry.datasets.get(n).synthetic]
-    found = [(cls, layout) for cls in candidates if (layout := cls.detect(source))]
+    found = [(cls, layout) for cls in candidates if (layout := _detect(cls, source))]
     if not found:
         names = ", ".join(c.name for c in candidates)
         raise KdbenchError(
@@ -83,6 +83,36 @@ def pick_reader(registry: Registry, source: Path, reader: str | None) -> tuple[A
         names = ", ".join(f"{c.name} ({layout})" for c, layout in found)
         raise KdbenchError(f"several readers recognise {source}: {names}; choose with --reader")
     return found[0]
+
+
+def _plugin_call(cls: Any, method: str, call: Callable[[], Any]) -> Any:
+    """``call()``, with an exception raised inside a dataset plugin named as the plugin's."""
+    try:
+        return call()
+    except KdbenchError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"dataset reader {cls.name!r} ({cls.__module__}.{cls.__qualname__}) "
+                          f"raised in {method}: {type(exc).__name__}: {exc}; fix the plugin, or "
+                          "leave it out with KDBENCH_LOAD_PLUGINS") from exc
+
+
+def _detect(cls: Any, source: Path) -> str | None:
+    layout = _plugin_call(cls, "detect", lambda: cls.detect(source))
+    if layout is not None and not isinstance(layout, str):
+        raise PluginError(f"dataset reader {cls.name!r}: detect returned "
+                          f"{type(layout).__name__}; it must return a layout name or None")
+    return layout
+
+
+def _read(cls: Any, source: Path, options: Any) -> Release:
+    release = _plugin_call(cls, "read", lambda: cls().read(source, options))
+    if not isinstance(release, Release) or not all(
+            isinstance(c, CaseFiles) and isinstance(c.case_id, str) for c in release.cases):
+        raise PluginError(f"dataset reader {cls.name!r}: read returned "
+                          f"{type(release).__name__}; it must return a kdbench.data.cases.Release "
+                          "of CaseFiles with string ids")
+    return release
 
 
 def _validated(cls: Any, options: dict[str, Any] | None, what: str) -> Any:
@@ -213,7 +243,7 @@ def prepare_dataset(
     bb_key = {"name": backbone_cls.name, "version": backbone_cls.version,
               "options": backbone_cls.preparation_options(bb_options)}
 
-    release = reader_cls().read(source, options)
+    release = _read(reader_cls, source, options)
     fingerprint = _fingerprint(release, reader_cls, options.model_dump(mode="json"), bb_key,
                                exclude_bad)
     marker = read_marker(target)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from kdbench.errors import KdbenchError, ProtocolError
 from kdbench.protocol.errors import describe_errors
 from kdbench.protocol.models import SCHEMA_VERSION, Protocol
-from kdbench.protocol.yaml_source import YamlSource
+from kdbench.protocol.yaml_source import YamlSource, describe_yaml_error
 
 if TYPE_CHECKING:
     from kdbench.registry import Registry
@@ -32,10 +32,7 @@ def read_protocol(path: Path) -> tuple[Protocol, YamlSource]:
     except (OSError, UnicodeDecodeError) as exc:
         raise KdbenchError(f"protocol file {path} cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ProtocolError(str(path), [f"{where}not valid YAML ({problem})"]) from None
+        raise ProtocolError(str(path), [describe_yaml_error(exc)]) from None
     if not isinstance(source.data, dict):
         raise ProtocolError(
             str(path),

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from kdbench.errors import KdbenchError, ProtocolError
 from kdbench.protocol.errors import describe_errors
-from kdbench.protocol.yaml_source import YamlSource
+from kdbench.protocol.yaml_source import YamlSource, describe_yaml_error
 
 
 def read_profile(path: Path) -> tuple[dict[str, dict[str, Any]], YamlSource]:
@@ -42,8 +42,10 @@ def read_profile(path: Path) -> tuple[dict[str, dict[str, Any]], YamlSource]:
         source = YamlSource(path)
     except FileNotFoundError:
         raise KdbenchError(f"profile file {path} not found; check the path") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise KdbenchError(f"profile file {path} cannot be read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise KdbenchError(f"profile file {path}: {describe_yaml_error(exc)}") from None
     data = source.data
     if not isinstance(data, dict) or set(data) - {"executors"}:
         extra = sorted(set(data) - {"executors"}) if isinstance(data, dict) else []

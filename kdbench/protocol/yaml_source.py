@@ -36,6 +36,15 @@ def _line_map(node: yaml.Node, path: Loc, lines: dict[Loc, int], seen: set[int])
             _line_map(item, (*path, index), lines, seen)
 
 
+def describe_yaml_error(exc: yaml.YAMLError) -> str:
+    """``line 3: not valid YAML (found character '\\t' ...)``: one line, without PyYAML's
+    excerpt of the file."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}: " if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{where}not valid YAML ({problem})"
+
+
 class YamlSource:
     """The parsed content of a YAML file and the line where each key or item starts.
 
