@@ -276,37 +276,47 @@ def prepare_dataset(
             shutil.rmtree(stale, ignore_errors=True)
         tmp = data_dir / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
-        _write_json(tmp / CASES, {
-            "label_convention": release.label_convention,
-            "cases": [{"id": c.case_id, "metadata": dict(c.metadata),
-                       "images": {m: os.path.relpath(p, source) for m, p in c.images.items()},
-                       "label": os.path.relpath(c.label, source) if c.label else None}
-                      for c in cases],
-        })
-        excluded = [
-            {"case": p.case, "file": str(p.file) if p.file else None, "problem": p.problem}
-            for p in problems if p.case in bad
-        ]
-        if excluded:
-            _write_json(tmp / EXCLUDED, excluded)
-        (tmp / backbone_cls.name).mkdir()
-        summary = backbone_cls().prepare(cases, release.label_map, tmp / backbone_cls.name,
-                                         bb_options, name=name, num_processes=workers)
-        marker = {
-            "format": FORMAT,
-            "name": name,
-            "fingerprint": fingerprint,
-            "source": str(source),
-            "reader": reader_cls.name,
-            "layout": release.layout,
-            "label_convention": release.label_convention,
-            "cases": len(cases),
-            "excluded": sorted(bad),
-            "backbone": {**bb_key, "summary": summary},
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "kdbench_version": __version__,
-        }
-        _write_json(tmp / MARKER, marker)  # last: its presence means the folder is complete
+        try:
+            _write_json(tmp / CASES, {
+                "label_convention": release.label_convention,
+                "cases": [{"id": c.case_id, "metadata": dict(c.metadata),
+                           "images": {m: os.path.relpath(p, source) for m, p in c.images.items()},
+                           "label": os.path.relpath(c.label, source) if c.label else None}
+                          for c in cases],
+            })
+            excluded = [
+                {"case": p.case, "file": str(p.file) if p.file else None, "problem": p.problem}
+                for p in problems if p.case in bad
+            ]
+            if excluded:
+                _write_json(tmp / EXCLUDED, excluded)
+            (tmp / backbone_cls.name).mkdir()
+            summary = backbone_cls().prepare(cases, release.label_map, tmp / backbone_cls.name,
+                                             bb_options, name=name, num_processes=workers)
+            try:
+                json.dumps(summary)
+            except (TypeError, ValueError) as exc:
+                raise PluginError(f"backbone {backbone_cls.name!r}: prepare returned a summary "
+                                  f"that is not JSON ({exc}); return plain dicts, lists, "
+                                  "strings and numbers") from None
+            marker = {
+                "format": FORMAT,
+                "name": name,
+                "fingerprint": fingerprint,
+                "source": str(source),
+                "reader": reader_cls.name,
+                "layout": release.layout,
+                "label_convention": release.label_convention,
+                "cases": len(cases),
+                "excluded": sorted(bad),
+                "backbone": {**bb_key, "summary": summary},
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "kdbench_version": __version__,
+            }
+            _write_json(tmp / MARKER, marker)  # last: its presence means the folder is complete
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed prepare leaves no half folder
+            raise
         if target.exists():
             old = data_dir / f".old-{name}-{uuid.uuid4().hex[:8]}"
             os.rename(target, old)
