@@ -12,6 +12,7 @@ runs folder and a local MLflow store are checked writable first (``kdbench.engin
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,10 @@ from kdbench.modalities import label
 from kdbench.plan import Job, Plan
 from kdbench.registry import Registry
 from kdbench.tracking import summary_metric_key
+
+#: Errors of the storage rather than of the Job: a full disk or quota, a read-only or forbidden
+#: folder (reported as one message).
+_STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 @dataclass
@@ -195,8 +200,14 @@ def _execute(job: Job, plan: Plan, protocol: Any, tracker: Any, settings: RunSet
         if claim is not None:
             claim.check()  # never record a Job whose claim another process may hold now
         tracker.finish(run_id, [table, folder / "done.json", folder / "job.json"], summary)
-    except BaseException:
-        tracker.fail(run_id)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # a store that fails too must not hide the cause
+            tracker.fail(run_id)
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRORS:
+            raise KdbenchError(
+                f"Job {job.id} ({job.component}): {exc.strerror} ({exc.filename or folder}); "
+                "free disk space or make the folder writable, then run again: the Job resumes "
+                "from its last checkpoint, and nothing finished is lost") from exc
         raise
     return run_id
 

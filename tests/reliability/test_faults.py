@@ -198,3 +198,17 @@ def test_a_fault_point_not_named_is_free(tmp_path):
                             capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL and not (tmp_path / "killed").exists()
     assert "fault injected at epoch {'component': 'kd', 'epoch': '1'}" in killed.stderr
+
+
+def test_the_kill_points_documented_are_those_in_the_code():
+    import re
+
+    from helpers import ROOT
+
+    code = set()
+    for path in [*ROOT.glob("kdbench/**/*.py"), *ROOT.glob("plugins/**/*.py")]:
+        code |= set(re.findall(r'fault_point\("(\w+)"', path.read_text(encoding="utf-8")))
+    text = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    table = text.split("## Kill points")[1].split("\n## ")[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", table, flags=re.M))
+    assert code == documented == {"epoch", "checkpoint", "predict", "score", "record"}

@@ -56,7 +56,8 @@ def test_read_only_runs_folder_and_mlflow_store_fail_up_front(protocol, read_onl
     out = run_cli("run", str(protocol), "--runs-dir", str(read_only / "runs"),
                   "--tracking-uri", mlflow, "--data-dir", str(tmp_path / "data"))
     assert out.returncode != 0 and "Traceback" not in out.stderr
-    assert f"{read_only / 'runs'} is not writable (Read-only file system)" in out.stderr
+    message = " ".join(out.stderr.split())  # as one line, however rich wrapped it
+    assert f"{read_only / 'runs'} is not writable (Read-only file system)" in message
 
 
 def test_a_runs_folder_that_is_a_file_is_named(protocol, tmp_path, registry):
