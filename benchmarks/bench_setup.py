@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import platform
 import statistics
@@ -207,3 +208,12 @@ def commit_info() -> dict[str, Any]:
 
 def parameter_count(module: Any) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def write_json_report(report: dict[str, Any], path: Path | None) -> None:
+    """Write a benchmark's report as JSON to ``path`` (when given) and say where."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")

@@ -53,6 +53,7 @@ from bench_setup import (  # noqa: E402
     parameter_count,
     set_nnunet_environment,
     summary_stats,
+    write_json_report,
 )
 
 #: Network, batch and case presets. ``grid`` is the phantom's grid; ``upsample`` enlarges it
@@ -428,10 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = benchmark(argv)
     print_report(report)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json_report(report, args.json)
     return 0
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: bench_setup beside
 
-from bench_setup import ROOT, commit_info, import_checkout  # noqa: E402
+from bench_setup import ROOT, commit_info, import_checkout, write_json_report  # noqa: E402
 
 PROTOCOL = ROOT / "protocols" / "brats2021_learning_curve.yaml"
 GOAL = 0.4  # kdbench / naive, at most
@@ -126,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = run(args)
     print_report(report)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json_report(report, args.json)
     return 0
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -39,7 +38,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: bench_setup beside
 
-from bench_setup import commit_info, cpu_name, import_checkout, package_version  # noqa: E402
+from bench_setup import (  # noqa: E402
+    commit_info,
+    cpu_name,
+    import_checkout,
+    package_version,
+    write_json_report,
+)
 
 #: Volume shapes (voxels, 1 mm spacing) and the tumour's semi-axes scale.
 SIZES: dict[str, dict[str, Any]] = {
@@ -255,10 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = run(args)
     print_report(report)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json_report(report, args.json)
     return 0
 
 

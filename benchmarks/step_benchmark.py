@@ -30,7 +30,6 @@ import contextlib
 import copy
 import datetime as dt
 import io
-import json
 import sys
 import tempfile
 import time
@@ -50,6 +49,7 @@ from bench_setup import (  # noqa: E402
     parameter_count,
     set_nnunet_environment,
     summary_stats,
+    write_json_report,
 )
 
 #: Network and batch presets: nnU-Net's BraTS 3d_fullres plans, and smaller ones for a CPU.
@@ -337,7 +337,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "nnU-Net and kdbench do; CUDA only. The first step's time "
                              "(first s) then includes compilation")
     parser.add_argument("--compile-teacher", action="store_true",
-                        help="also torch.compile the KD teacher (kdbench does not); CUDA only")
+                        help="torch.compile the KD teacher before kdbench gets it (with "
+                             "--compile kdbench's trainer compiles it itself); CUDA only")
     parser.add_argument("--no-cudnn-benchmark", action="store_true",
                         help="leave cudnn.benchmark off (nnU-Net's entry point turns it on)")
     parser.add_argument("--student", nargs="+", default=["t1ce"],
@@ -359,10 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kdbench_step_benchmark_") as workdir:
         report = run(args, Path(workdir))
     print_report(report)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json_report(report, args.json)
     return 0
 
 

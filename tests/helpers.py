@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "protocols" / "demo.yaml"
@@ -20,6 +21,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         [sys.executable, "-m", "kdbench", *args],
         capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, timeout=300,
     )
+
+
+def prepared_source(prepared: Any) -> dict[str, str]:
+    """A protocol's ``dataset`` field reading the session's prepared phantom (the
+    ``prepared_phantom`` fixture) as the BraTS release it was prepared from: with the
+    prepared folder's parent as data folder, nothing is prepared again."""
+    return {"source": "brats", "path": str(prepared.marker["source"]),
+            "name": prepared.path.name}
 
 
 def phantom_protocol(folder: Path, name: str, *, cases: int = 10, **fields: object) -> Path:

@@ -9,7 +9,7 @@ import time
 
 import pandas as pd
 import pytest
-from helpers import ROOT, phantom_protocol, run_cli
+from helpers import ROOT, phantom_protocol, prepared_source, run_cli
 
 from kdbench.engine.execute import RunSettings
 from kdbench.plan import build_plan
@@ -20,23 +20,27 @@ from kdbench.tracking import COMPLETE, JOB_ID, STATUS, Tracker
 
 
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory, registry):
-    """A three-Job protocol (multi teacher, mono, kd) whose data is prepared once."""
+def grid(tmp_path_factory, registry, prepared_phantom):
+    """A three-Job protocol (multi teacher, mono, kd) on the session's prepared phantom (its
+    source and prepared folder reused: nothing is prepared again)."""
     from kdbench.data.protocol_data import ensure_data
 
     root = tmp_path_factory.mktemp("runner")
     path = phantom_protocol(
         root, "runner_test",
+        dataset=prepared_source(prepared_phantom),
         strategies=[{"name": "mono"}, {"name": "kd", "hparams": {"temperature": 4.0}}],
         backbone={"name": "nnunet"}, metrics=["dice", "hd95"])
     protocol = load_protocol(path, registry)
-    ensure_data(protocol, registry, root / "data")
-    return {"root": root, "protocol": path, "plan": build_plan(protocol, registry)}
+    data_dir = prepared_phantom.path.parent
+    ensure_data(protocol, registry, data_dir)
+    return {"root": root, "protocol": path, "plan": build_plan(protocol, registry),
+            "data": data_dir}
 
 
 def _settings(grid, name):
     root = grid["root"]
-    return RunSettings(grid["protocol"], root / "data", root / name / "runs",
+    return RunSettings(grid["protocol"], grid["data"], root / name / "runs",
                        f"sqlite:///{root / name / 'mlflow.db'}")
 
 

@@ -141,6 +141,9 @@ def _write(folder: Path, analysis: Any, context: dict[str, Any], settings: Repor
     views = analysis.summary[["scenario", "subset"]].drop_duplicates()
     dataset, convention = _dataset(protocol, registry, settings.data_dir)
     with figures.plotting():
+        # the reporters' sections first: a broken reporter stops the report before the
+        # built-in figures are drawn (they are shown after the built-in sections)
+        extra = _plugin_sections(analysis, registry, tables_dir, figures_dir)
         for scenario, subset in views.itertuples(index=False):
             section = {"scenario": scenario, "subset": subset, "figures": [],
                        "tables": [t for t in tables if t.name.startswith(
@@ -183,7 +186,6 @@ def _write(folder: Path, analysis: Any, context: dict[str, Any], settings: Repor
                     figures.save(fig, figures_dir, name)
                     section["figures"].append({"name": name, "title": title})
             sections.append(section)
-        extra = _plugin_sections(analysis, registry, tables_dir, figures_dir)
     (folder / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True,
                                                     ensure_ascii=False) + "\n")
     from kdbench.report.html import render

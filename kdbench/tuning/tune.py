@@ -117,11 +117,9 @@ class _Tuner:
                          if self.shared else progress)
         settings.tracking_uri = settings.tracking_uri or default_tracking_uri()
         self.data = ensure_data(self.protocol, registry, settings.data_dir)
-        from mlflow.tracking import MlflowClient
+        from kdbench.tracking import ensure_experiment, mlflow_client
 
-        from kdbench.tracking import ensure_experiment
-
-        self.client = MlflowClient(tracking_uri=settings.tracking_uri)
+        self.client = mlflow_client(settings.tracking_uri)  # a fresh SQLite file safely
         self.experiment = ensure_experiment(  # safe when workers create it at once
             self.client, f"kdbench/{self.protocol.name}/tuning",
             tags={"kdbench.protocol": self.protocol.name})

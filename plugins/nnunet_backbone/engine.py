@@ -20,7 +20,7 @@ import torch
 from kdbench.engine.requests import TrainedModel, TrainRequest, TrainResult
 from kdbench.errors import KdbenchError
 from kdbench.modalities import channel_indices
-from kdbench_plugins.nnunet_backbone.checkpoint import load_checkpoint_file
+from kdbench_plugins.nnunet_backbone.checkpoint import load_checkpoint_file, save_checkpoint_file
 from kdbench_plugins.nnunet_backbone.environment import NnUNetFolders, nnunet_environment
 from kdbench_plugins.nnunet_backbone.networks import network_builder
 from kdbench_plugins.nnunet_backbone.trainer import (
@@ -145,11 +145,10 @@ def train(request: TrainRequest) -> TrainResult:
 
 
 def _write_checkpoint(model: torch.nn.Module, path: Path) -> None:
-    """A checkpoint of an untrained (assembled) model in nnU-Net's layout, written atomically."""
+    """A checkpoint of an untrained (assembled) model in nnU-Net's layout, written atomically
+    (fsynced, renamed; a full disk names the file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"network_weights": model.state_dict(), "current_epoch": 0}, tmp)
-    tmp.replace(path)
+    save_checkpoint_file({"network_weights": model.state_dict(), "current_epoch": 0}, path)
 
 
 def load_model(trained: TrainedModel, dataset: Any, options: Any, device: str,

@@ -5,7 +5,7 @@ reference run, made once per session and compared with every interrupted or conc
 from __future__ import annotations
 
 import pytest
-from helpers import phantom_protocol
+from helpers import phantom_protocol, prepared_source
 from reliability.grid import TINY_BACKBONE, Grid
 
 from kdbench.plan import build_plan
@@ -21,8 +21,7 @@ def grid(tmp_path_factory, registry, prepared_phantom) -> Grid:
     root = tmp_path_factory.mktemp("reliability")
     protocol = phantom_protocol(
         root, "reliability",
-        dataset={"source": "brats", "path": str(prepared_phantom.marker["source"]),
-                 "name": prepared_phantom.path.name},
+        dataset=prepared_source(prepared_phantom),
         backbone=TINY_BACKBONE)
     plan = build_plan(load_protocol(protocol, registry), registry)
     assert [j.component for j in plan.jobs] == ["mono", "multi", "kd"]

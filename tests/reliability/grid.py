@@ -3,13 +3,16 @@ runs: the record by Job, per-case tables, ``kdbench`` subprocesses."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import ROOT
 
 from kdbench.engine.execute import RunSettings
@@ -74,3 +77,22 @@ def run_args(settings: RunSettings, *extra: str) -> list[str]:
     return ["run", str(settings.protocol_path), "--data-dir", str(settings.data_dir),
             "--runs-dir", str(settings.runs_dir), "--tracking-uri", str(settings.tracking_uri),
             *extra]
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str, *, read_only: bool = False) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``folder`` (a small disk to fill, or a read-only folder
+    that root cannot write), unmounted afterwards; skipped where it cannot be mounted (not
+    root: root ignores permission bits, so a mount is the only read-only folder for it)."""
+    if os.geteuid() != 0:
+        pytest.skip("a full disk or a read-only folder is simulated with a tmpfs: needs root")
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"{'ro,' if read_only else ''}size={size}"
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

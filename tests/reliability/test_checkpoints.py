@@ -13,6 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from reliability.grid import tmpfs
 
 from kdbench.components.strategy import ModalityPlan
 from kdbench.engine.requests import Budget, TrainedModel, TrainRequest
@@ -125,26 +126,10 @@ def test_checkpoint_round_trip_and_nnunet_entries(prepared_phantom, registry, tm
     assert loaded.my_init_kwargs["fold"] == saved.my_init_kwargs["fold"]
 
 
-@contextlib.contextmanager
-def _small_disk(folder, size="4m"):
-    """A tmpfs of ``size`` at ``folder`` (root only; skipped elsewhere)."""
-    if os.geteuid() != 0:
-        pytest.skip("a full disk is simulated with a small tmpfs, which needs root")
-    folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
 def test_full_disk_and_read_only_folder_keep_the_previous_checkpoint(prepared_phantom,
                                                                      registry, tmp_path):
     trainer = _trainer(prepared_phantom, registry, tmp_path / "results")
-    with _small_disk(tmp_path / "disk") as disk:
+    with tmpfs(tmp_path / "disk", "4m") as disk:
         path = disk / "checkpoint_latest.pth"
         trainer.save_checkpoint(str(path))
         before = path.read_bytes()

@@ -3,10 +3,9 @@ MLflow store (a read-only mount: root ignores permission bits), or a path that i
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 from helpers import phantom_protocol, run_cli
+from reliability.grid import tmpfs
 
 from kdbench.engine.execute import RunSettings
 from kdbench.errors import KdbenchError
@@ -16,18 +15,8 @@ from kdbench.runner import run_protocol
 @pytest.fixture
 def read_only(tmp_path):
     """A read-only tmpfs (root only; skipped elsewhere)."""
-    import os
-
-    if os.geteuid() != 0:
-        pytest.skip("a read-only folder that root cannot write is a read-only mount: needs root")
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as folder:
+        yield folder
 
 
 @pytest.fixture

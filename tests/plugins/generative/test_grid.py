@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import yaml
-from helpers import phantom_protocol
+from helpers import phantom_protocol, prepared_source
 
 from kdbench.engine.execute import RunSettings
 from kdbench.plan import build_plan
@@ -26,20 +26,22 @@ STRATEGIES = [
 
 
 @pytest.fixture(scope="module")
-def generative_grid(tmp_path_factory, registry):
-    """Six strategies on one scenario, N=6, one seed, two epochs of two iterations."""
+def generative_grid(tmp_path_factory, registry, prepared_phantom):
+    """Six strategies on one scenario, N=6, one seed, two epochs of two iterations, on the
+    session's prepared phantom."""
     from kdbench.data.protocol_data import ensure_data
 
     root = tmp_path_factory.mktemp("generative")
+    data_dir = prepared_phantom.path.parent
     path = phantom_protocol(
-        root, "generative_test", strategies=STRATEGIES,
+        root, "generative_test", dataset=prepared_source(prepared_phantom), strategies=STRATEGIES,
         backbone={"name": "nnunet", "options": {"patch_size": [16, 16, 16], "batch_size": 2,
                                                 "mirroring": False}},
         statistics={"baseline": "synthesis"})
     protocol = load_protocol(path, registry)
-    ensure_data(protocol, registry, root / "data")
+    ensure_data(protocol, registry, data_dir)
     plan = build_plan(protocol, registry)
-    settings = RunSettings(path, root / "data", root / "runs", f"sqlite:///{root / 'mlflow.db'}")
+    settings = RunSettings(path, data_dir, root / "runs", f"sqlite:///{root / 'mlflow.db'}")
     report = run_protocol(settings, registry)
     tracker = Tracker(plan, settings.tracking_uri)
     runs = tracker.client.search_runs([tracker.experiment_id],
