@@ -52,7 +52,7 @@ def tiles(shape: tuple[int, ...], patch: int, step: float = 0.5) -> int:
 
 def measure(size: str = "brats", device: str | None = None, steps: int = 10,
             warmup: int = 3) -> dict[str, Any]:
-    """A calibration dict (``kdbench.estimate.Calibration`` form) measured now."""
+    """A calibration dict (``kdbench.calibration.Calibration`` form) measured now."""
     args = step_benchmark.parse_args(["--size", size, "--steps", str(steps),
                                       "--warmup", str(warmup),
                                       *(["--device", device] if device else [])])

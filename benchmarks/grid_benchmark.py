@@ -39,7 +39,7 @@ GOAL = 0.4  # kdbench / naive, at most
 def calibration_from_step_report(report: dict[str, Any], reference: Any) -> Any:
     """A calibration whose step figures are a step-benchmark report's medians (per-case
     figures from ``reference``)."""
-    from kdbench.estimate import Calibration
+    from kdbench.calibration import Calibration
 
     median = {name: result["median_ms"] for name, result in report["results"].items()}
     config, info = report["config"], report["machine_info"]
@@ -56,7 +56,8 @@ def calibration_from_step_report(report: dict[str, Any], reference: Any) -> Any:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import_checkout()
-    from kdbench.estimate import estimate, load_calibration
+    from kdbench.calibration import load_calibration
+    from kdbench.estimate import estimate
     from kdbench.plan import build_plan
     from kdbench.plugin_manager import load_plugins
     from kdbench.protocol import load_protocol

@@ -36,7 +36,7 @@ Without an ``input`` section the data pipeline is assumed to keep up.
 
 Tuning (``kdbench tune``): per study, ``trials`` trainings of its template Job (training and
 validation only) times the expected fraction of a full training that a trial runs under the
-protocol's pruner (:func:`pruned_fraction`, simulated).
+protocol's pruner (:func:`kdbench.tuning.pruning.pruned_fraction`, simulated).
 
 The **naive grid** trains every (strategy, scenario, N, seed) cell on its own: each cell trains
 its own teacher and generator (recursively) and nothing is shared between cells, tuning
@@ -45,284 +45,27 @@ GPU: its CPU augmentation with ``data_workers`` workers, compiled (nnU-Net's def
 when the calibration has compiled figures. kdbench's figure is the plan's: each distinct Job
 once, with the protocol's augmentation and the run's ``compile``.
 
-This module imports no heavy library; measuring a calibration (:func:`measure_calibration`)
-runs the benchmarks of a checkout of kdbench's repository.
+The calibration (its file, the reference, measuring one) is :mod:`kdbench.calibration`; the
+pruner simulation :mod:`kdbench.tuning.pruning`. This module imports no heavy library.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import math
-import re
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdbench.calibration import Calibration
 from kdbench.errors import KdbenchError
+from kdbench.tuning.pruning import pruned_fraction
 
 if TYPE_CHECKING:
     from kdbench.plan import Job, Plan
     from kdbench.registry import Registry
 
-#: Schema version of calibration files.
-CALIBRATION_VERSION = 1
-#: The checkout's benchmarks folder (absent from an installed wheel).
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-#: The reference calibration shipped with the repository (H100 figures, not measured here).
-REFERENCE_CALIBRATION = BENCHMARKS / "calibration" / "h100_reference.json"
-#: Where ``--calibrate`` stores what it measured (``runs/`` is git-ignored).
-CALIBRATION_DIR = Path("runs") / "calibration"
-STEP_KEYS = ("train", "student", "kd", "teacher_forward", "validation")
-#: Optional compiled step figures (``torch.compile``), used with ``compile``.
-COMPILED_KEYS = ("train_compiled", "kd_compiled")
-CASE_KEYS = ("predict", "score")
-#: Optional input-pipeline figures (see the module docstring).
-INPUT_KEYS = ("cpu_augment_s", "gpu_augment_ms", "data_workers")
 #: Augmentation settings the cost model knows (a backbone's ``augmentation`` option).
 AUGMENTATIONS = ("nnunet", "gpu")
 #: Modalities a 4-channel network reads (the student step is measured with 1).
 CHANNELS = 4
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Measured (or reference) costs on one device.
-
-    Attributes:
-        device: the device's name.
-        label: what the figures are, in words (a reference says so).
-        reference: ``True`` for the shipped reference figures, not measured on this machine.
-        step_ms: milliseconds per step: ``train`` (4-channel network), ``student`` (1 channel),
-            ``kd`` (student + teacher), ``teacher_forward``, ``validation``; optionally
-            ``train_compiled`` and ``kd_compiled`` (with ``torch.compile``).
-        case_s: seconds per test case: ``predict`` (sliding window + export), ``score``.
-        input: optional: ``cpu_augment_s`` (nnU-Net's augmentation of one batch on one CPU
-            core), ``gpu_augment_ms`` (kdbench's GPU augmentation of one batch),
-            ``data_workers`` (augmentation workers per GPU); empty: the loader keeps up.
-        network: the network and batch measured (patch, batch, features, AMP, compile).
-        date: when it was measured.
-        sources: how each figure was obtained (measured, derived, assumed).
-        path: the file it was read from.
-    """
-
-    device: str
-    label: str
-    reference: bool
-    step_ms: dict[str, float]
-    case_s: dict[str, float]
-    input: dict[str, float] = field(default_factory=dict)
-    network: dict[str, Any] = field(default_factory=dict)
-    date: str | None = None
-    sources: dict[str, str] = field(default_factory=dict)
-    path: Path | None = None
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> Calibration:
-        """Check and read a calibration (``where`` names it in error messages)."""
-        if not isinstance(data, dict) or data.get("kdbench_calibration") != CALIBRATION_VERSION:
-            raise KdbenchError(f"{where}: not a kdbench calibration (expected the key "
-                               f"kdbench_calibration: {CALIBRATION_VERSION}); write one with "
-                               "`kdbench plan P --estimate --calibrate`")
-        values = {}
-        for section, keys in (("step_ms", STEP_KEYS), ("case_s", CASE_KEYS)):
-            given = data.get(section)
-            if not isinstance(given, dict):
-                raise KdbenchError(f"{where}: field {section!r} is missing; it needs "
-                                   f"{', '.join(keys)}")
-            for key in keys:
-                value = given.get(key)
-                if isinstance(value, bool) or not isinstance(value, int | float) or \
-                        not math.isfinite(value) or value < 0:
-                    raise KdbenchError(f"{where}: field {section}.{key} must be a number >= 0, "
-                                       f"got {value!r}")
-            values[section] = {k: float(given[k]) for k in keys}
-        values["step_ms"].update(_optional(data.get("step_ms"), "step_ms", COMPILED_KEYS, where))
-        given_input = data.get("input")
-        if given_input is not None and not isinstance(given_input, dict):
-            raise KdbenchError(f"{where}: field 'input' must be a mapping of "
-                               f"{', '.join(INPUT_KEYS)}")
-        values["input"] = _optional(given_input, "input", INPUT_KEYS, where)
-        if values["input"] and set(values["input"]) != set(INPUT_KEYS):
-            missing = sorted(set(INPUT_KEYS) - set(values["input"]))
-            raise KdbenchError(f"{where}: field 'input' needs all of {', '.join(INPUT_KEYS)}; "
-                               f"missing {', '.join(missing)}")
-        if values["input"] and values["input"]["data_workers"] < 1:
-            raise KdbenchError(f"{where}: field input.data_workers must be >= 1")
-        device = data.get("device")
-        if not isinstance(device, str) or not device:
-            raise KdbenchError(f"{where}: field 'device' must name the device measured")
-        return cls(device=device, label=str(data.get("label") or device),
-                   reference=bool(data.get("reference", False)), step_ms=values["step_ms"],
-                   case_s=values["case_s"], input=values["input"],
-                   network=dict(data.get("network") or {}),
-                   date=data.get("date"), sources=dict(data.get("sources") or {}))
-
-    def to_json(self) -> dict[str, Any]:
-        """The file form (``path`` is where it was read from, not stored)."""
-        return {"kdbench_calibration": CALIBRATION_VERSION, "reference": self.reference,
-                "label": self.label, "device": self.device, "date": self.date,
-                "network": self.network, "step_ms": self.step_ms, "case_s": self.case_s,
-                **({"input": self.input} if self.input else {}), "sources": self.sources}
-
-    @property
-    def compiled(self) -> bool:
-        """Whether it has compiled step figures."""
-        return all(key in self.step_ms for key in COMPILED_KEYS)
-
-
-def _optional(given: Any, section: str, keys: tuple[str, ...], where: str) -> dict[str, float]:
-    """The optional numeric ``keys`` of ``given`` (each a finite number >= 0)."""
-    out = {}
-    for key in keys:
-        value = (given or {}).get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or \
-                not math.isfinite(value) or value < 0:
-            raise KdbenchError(f"{where}: field {section}.{key} must be a number >= 0, "
-                               f"got {value!r}")
-        out[key] = float(value)
-    return out
-
-
-def load_calibration(path: Path | None = None) -> Calibration:
-    """The calibration in ``path``, by default the shipped reference.
-
-    Raises:
-        KdbenchError: no such file, not JSON, or a missing or bad field (named).
-    """
-    path = Path(path) if path is not None else REFERENCE_CALIBRATION
-    if not path.is_file():
-        hint = ("the reference calibration ships with kdbench's repository "
-                "(benchmarks/calibration/); give --calibration FILE or measure with --calibrate"
-                if path == REFERENCE_CALIBRATION else "give an existing file or --calibrate")
-        raise KdbenchError(f"calibration file {path} not found; {hint}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise KdbenchError(f"calibration file {path} is not JSON: {exc}") from exc
-    calibration = Calibration.from_json(data, f"calibration file {path}")
-    return Calibration(**{**calibration.__dict__, "path": path})
-
-
-def calibration_path(device: str, folder: Path = CALIBRATION_DIR) -> Path:
-    """``runs/calibration/<device>.json`` (the name made file-safe)."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower() or "device"
-    return Path(folder) / f"{slug}.json"
-
-
-def save_calibration(calibration: Calibration, folder: Path = CALIBRATION_DIR) -> Path:
-    """Write a measured calibration to :func:`calibration_path` (atomically); return it."""
-    path = calibration_path(calibration.device, folder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(calibration.to_json(), indent=2) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def measure_calibration(size: str = "brats", device: str | None = None, steps: int = 10,
-                        warmup: int = 3) -> Calibration:
-    """Measure a calibration on this machine with the checkout's ``benchmarks/calibrate.py``
-    (the step benchmark's train, student, KD and teacher steps, and one case scored).
-
-    Raises:
-        KdbenchError: kdbench runs from an installed wheel without its benchmarks folder.
-    """
-    script = BENCHMARKS / "calibrate.py"
-    if not script.is_file():
-        raise KdbenchError(f"--calibrate runs {script}, which is not here (kdbench installed "
-                           "without its repository); run it from a checkout, or give "
-                           "--calibration FILE")
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("kdbench_calibrate", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    data = module.measure(size=size, device=device, steps=steps, warmup=warmup)
-    return Calibration.from_json(data, f"the calibration measured by {script}")
-
-
-# -- pruning ----------------------------------------------------------------------------------
-
-def pruned_fraction(pruner: str, epochs: int, validate_every: int = 1, trials: int = 100,
-                    study: str = "study", repeats: int = 200) -> float:
-    """Expected share of a full training that one of ``trials`` tuning trials runs: the mean
-    of :func:`trial_epochs` over ``repeats`` draws of the trials' qualities, over ``epochs``."""
-    import random
-
-    if pruner == "none" or epochs <= 1:
-        return 1.0
-    rng = random.Random(0)
-    total = 0
-    for _ in range(repeats):
-        qualities = [rng.random() for _ in range(trials)]
-        total += sum(trial_epochs(pruner, epochs, validate_every, qualities, study))
-    return total / (repeats * trials * epochs)
-
-
-def trial_epochs(pruner: str, epochs: int, validate_every: int, qualities: list[float],
-                 study: str = "study", reduction_factor: int = 3) -> list[int]:
-    """Epochs each trial trains under kdbench's ``pruner`` (``make_pruner``), the trials run
-    one after another, trial ``i`` reporting ``qualities[i]`` at every validated epoch
-    (0-based steps ``validate_every - 1``, ``2 * validate_every - 1``, ..., and the last).
-
-    - ``none``: every trial runs in full.
-    - ``hyperband``: Optuna's HyperbandPruner over epochs 1..``epochs`` (reduction factor 3):
-      the trial's bracket from Optuna's own hash of ``study`` and the trial number; in the
-      bracket of early-stopping rate ``s`` the rungs are at steps ``3**(s + k)``, checked at
-      the next report, and a trial goes on when Optuna's successive-halving rule promotes it
-      among its bracket's trials that reached the rung (the top third; while fewer than three
-      did, the best so far).
-    - ``median`` (once a trial has completed, from step 1): a trial below the median of the
-      completed trials' values at its first checked report stops there.
-    """
-    import binascii
-
-    if pruner not in ("hyperband", "median", "none"):
-        raise KdbenchError(f"unknown pruner {pruner!r}; kdbench knows hyperband, median, none")
-    if pruner == "none" or epochs <= 1:
-        return [epochs] * len(qualities)
-
-    def stopped_at(step: int) -> int:  # epochs trained when stopped at the check of ``step``
-        return min(epochs, math.ceil((step + 1) / validate_every) * validate_every)
-
-    out: list[int] = []
-    if pruner == "median":
-        import statistics
-
-        complete: list[float] = []
-        for q in qualities:
-            pruned = bool(complete) and q < statistics.median(complete)
-            out.append(stopped_at(1) if pruned else epochs)
-            if not pruned:
-                complete.append(q)
-        return out
-    eta = reduction_factor
-    n_brackets = math.floor(math.log(epochs, eta) + 1e-9) + 1
-    budgets = [math.ceil(n_brackets * eta ** (n_brackets - 1 - b) / (n_brackets - b))
-               for b in range(n_brackets)]
-    reached: dict[tuple[int, int], list[float]] = {}
-    for number, q in enumerate(qualities):
-        n = binascii.crc32(f"{study}_{number}".encode()) % sum(budgets)
-        bracket = 0
-        while n - budgets[bracket] >= 0:  # Optuna's HyperbandPruner._get_bracket_id
-            n -= budgets[bracket]
-            bracket += 1
-        rung, trained = 0, epochs
-        while eta ** (bracket + rung) <= epochs - 1:
-            competing = reached.setdefault((bracket, rung), [])
-            competing.append(q)
-            index = max(len(competing) // eta - 1, 0)
-            if q < sorted(competing)[-(index + 1)]:
-                trained = stopped_at(eta ** (bracket + rung))
-                break
-            rung += 1
-        out.append(trained)
-    return out
 
 
 # -- the cost model ---------------------------------------------------------------------------

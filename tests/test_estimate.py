@@ -13,18 +13,17 @@ import random
 import pytest
 from helpers import ROOT, run_cli
 
-from kdbench.errors import KdbenchError
-from kdbench.estimate import (
+from kdbench.calibration import (
     REFERENCE_CALIBRATION,
     calibration_path,
-    estimate,
     load_calibration,
-    pruned_fraction,
     save_calibration,
-    trial_epochs,
 )
+from kdbench.errors import KdbenchError
+from kdbench.estimate import estimate
 from kdbench.plan import build_plan
 from kdbench.protocol import load_protocol
+from kdbench.tuning.pruning import pruned_fraction, trial_epochs
 
 CURVE = ROOT / "protocols" / "brats2021_learning_curve.yaml"
 

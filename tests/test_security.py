@@ -24,7 +24,7 @@ UNSAFE_YAML = {"unsafe_load", "unsafe_load_all", "full_load", "full_load_all", "
 #: Files allowed to import or run code they are not written with, and why.
 CODE_LOADERS = {
     "kdbench/plugin_manager.py": "the *.py files of --plugins-dir / KDBENCH_PLUGINS_DIR",
-    "kdbench/estimate.py": "benchmarks/calibrate.py of the kdbench checkout itself",
+    "kdbench/calibration.py": "benchmarks/calibrate.py of the kdbench checkout itself",
     "plugins/nnunet_backbone/preprocess.py": "nnU-Net planner classes from a constant table",
 }
 #: files still allowed torch.load with weights_only=False: none since the nnU-Net backbone reads

@@ -11,7 +11,8 @@ from rich.table import Table
 from kdbench.cli.common import console, err_console, print_json, state
 
 if TYPE_CHECKING:
-    from kdbench.estimate import Calibration, Estimate
+    from kdbench.calibration import Calibration
+    from kdbench.estimate import Estimate
     from kdbench.plan import Plan
 
 
@@ -67,7 +68,7 @@ def plan(
 
 def _calibration(path: Path | None, calibrate: bool, size: str, device: str | None
                  ) -> Calibration:
-    from kdbench.estimate import load_calibration, measure_calibration, save_calibration
+    from kdbench.calibration import load_calibration, measure_calibration, save_calibration
 
     if not calibrate:
         return load_calibration(path)

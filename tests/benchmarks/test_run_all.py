@@ -10,7 +10,8 @@ import sys
 import pytest
 from helpers import ROOT
 
-from kdbench.estimate import estimate, load_calibration
+from kdbench.calibration import load_calibration
+from kdbench.estimate import estimate
 from kdbench.plan import build_plan
 from kdbench.protocol import load_protocol
 
