@@ -217,3 +217,34 @@ def write_json_report(report: dict[str, Any], path: Path | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def training_device(name: str | None, threads: int | None, cudnn_benchmark: bool = True) -> Any:
+    """The torch device to train on (CUDA when available unless ``name`` says), with torch's CPU
+    threads and, on CUDA, cuDNN set as nnU-Net's training entry point sets them."""
+    import torch
+
+    device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if threads:
+        torch.set_num_threads(threads)
+    if device.type == "cuda":  # as nnunetv2.run.run_training and kdbench's engine do
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+    return device
+
+
+def region_dataset_json(cases: int) -> dict[str, Any]:
+    """nnU-Net's dataset.json of kdbench's region-based BraTS datasets (4 channels, WT/TC/ET)."""
+    from kdbench_plugins.nnunet_backbone.raw_dataset import (
+        CHANNEL_NAMES,
+        REGION_LABELS,
+        REGIONS_CLASS_ORDER,
+    )
+
+    return {
+        "channel_names": {str(k): v for k, v in CHANNEL_NAMES.items()},
+        "labels": {k: list(v) if isinstance(v, tuple) else v for k, v in REGION_LABELS.items()},
+        "regions_class_order": list(REGIONS_CLASS_ORDER),
+        "numTraining": cases,
+        "file_ending": ".nii.gz",
+    }

@@ -51,8 +51,10 @@ from bench_setup import (  # noqa: E402
     make_plans,
     paired_ratio,
     parameter_count,
+    region_dataset_json,
     set_nnunet_environment,
     summary_stats,
+    training_device,
     write_json_report,
 )
 
@@ -161,11 +163,6 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
         from kdbench.modalities import MODALITIES
         from kdbench_plugins.multi import Multi
-        from kdbench_plugins.nnunet_backbone.raw_dataset import (
-            CHANNEL_NAMES,
-            REGION_LABELS,
-            REGIONS_CLASS_ORDER,
-        )
         from kdbench_plugins.nnunet_backbone.trainer import KdbenchTrainer, TrainerSettings
     except ModuleNotFoundError as error:
         raise SystemExit(
@@ -173,20 +170,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "kdbench's import-time dependencies (pluggy, pydantic); see benchmarks/README.md"
         ) from error
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = training_device(args.device, args.threads)
     cuda = device.type == "cuda"
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if cuda:  # as nnU-Net's entry point and kdbench's engine do
-        torch.backends.cudnn.deterministic = False
-        torch.backends.cudnn.benchmark = True
-    dataset_json = {
-        "channel_names": {str(k): v for k, v in CHANNEL_NAMES.items()},
-        "labels": {k: list(v) if isinstance(v, tuple) else v for k, v in REGION_LABELS.items()},
-        "regions_class_order": list(REGIONS_CLASS_ORDER),
-        "numTraining": preset["cases"],
-        "file_ending": ".nii.gz",
-    }
+    dataset_json = region_dataset_json(preset["cases"])
     (folder.parent / "dataset.json").write_text(json.dumps(dataset_json))
 
     started = time.perf_counter()

@@ -47,8 +47,10 @@ from bench_setup import (  # noqa: E402
     make_plans,
     paired_ratio,
     parameter_count,
+    region_dataset_json,
     set_nnunet_environment,
     summary_stats,
+    training_device,
     write_json_report,
 )
 
@@ -100,11 +102,6 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         from kdbench_plugins.kd import KnowledgeDistillation
         from kdbench_plugins.mono import Mono
         from kdbench_plugins.multi import Multi
-        from kdbench_plugins.nnunet_backbone.raw_dataset import (
-            CHANNEL_NAMES,
-            REGION_LABELS,
-            REGIONS_CLASS_ORDER,
-        )
         from kdbench_plugins.nnunet_backbone.trainer import KdbenchTrainer, TrainerSettings
     except ModuleNotFoundError as error:
         raise SystemExit(
@@ -112,21 +109,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "kdbench's import-time dependencies (pluggy, pydantic); see benchmarks/README.md"
         ) from error
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        # nnU-Net's training entry point (nnunetv2.run.run_training) sets these
-        torch.backends.cudnn.deterministic = False
-        torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
+    device = training_device(args.device, args.threads, not args.no_cudnn_benchmark)
     student_modalities = normalize(args.student)
-    dataset_json = {
-        "channel_names": {str(k): v for k, v in CHANNEL_NAMES.items()},
-        "labels": {k: list(v) if isinstance(v, tuple) else v for k, v in REGION_LABELS.items()},
-        "regions_class_order": list(REGIONS_CLASS_ORDER),
-        "numTraining": 1,
-        "file_ending": ".nii.gz",
-    }
+    dataset_json = region_dataset_json(1)
 
     quiet = contextlib.redirect_stdout(io.StringIO())
 
