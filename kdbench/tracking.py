@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kdbench import __version__
+from kdbench import __version__, environment
 from kdbench.faults import fault_point
 from kdbench.modalities import label, metric_suffix
 from kdbench.plan import Job, Plan
@@ -208,6 +208,8 @@ class Tracker:
         }
         if study is not None:
             tags["kdbench.tuned_study"] = study
+        machine = environment.describe(torch=True)
+        tags.update(environment.tags(machine))
         for role, dep_run in sorted(dependency_runs.items()):
             tags[f"kdbench.{role}_run_id"] = dep_run
             tags[f"kdbench.{role}_job_id"] = job.depends_on[role]
@@ -220,6 +222,7 @@ class Tracker:
         self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
                               tags=[RunTag("kdbench.spec_component",
                                            f"{job.component}@{job.spec['component']['version']}")])
+        self.client.log_dict(run.info.run_id, machine, "environment.json")
         return run.info.run_id
 
     def log_epoch(self, run_id: str, report: Any) -> None:

@@ -32,3 +32,58 @@ def test_torch_is_pinned_for_every_install():
     makefile = (ROOT / "Makefile").read_text()
     assert "export PIP_CONSTRAINT := $(CURDIR)/constraints.txt" in makefile
     assert "mlflow==3.17.2" in _pyproject()["project"]["dependencies"]
+
+
+def _lock_pins() -> dict[str, str]:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith((" ", "#", "-")):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", line
+            pins[canonicalize_name(req.name)] = spec.version
+    return pins
+
+
+def test_the_lock_satisfies_every_range_in_pyproject():
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = _pyproject()["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["test"],
+              *project["optional-dependencies"]["cluster"]]
+    pins = _lock_pins()
+    for line in wanted:
+        req = Requirement(line)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is not in requirements.lock: run make lock"
+        assert req.specifier.contains(pins[name], prereleases=True), (req, pins[name])
+
+
+def test_the_environment_is_the_lock():
+    """What `make install` installed is exactly what the lock names (local version labels
+    such as torch's +cpu included)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    wrong = {}
+    for name, pinned in _lock_pins().items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = None
+        if installed != pinned:
+            wrong[name] = (pinned, installed)
+    assert not wrong, f"installed versions differ from requirements.lock: {wrong}"
+
+
+def test_upper_bounds_where_kdbench_depends_on_internals():
+    from packaging.requirements import Requirement
+
+    deps = {Requirement(d).name: Requirement(d).specifier for d in
+            _pyproject()["project"]["dependencies"]}
+    assert not deps["nnunetv2"].contains("2.9.0") and deps["nnunetv2"].contains("2.8.1")
+    assert not deps["typer"].contains("0.30.0")
+    assert not deps["optuna"].contains("6.0.0")

@@ -89,14 +89,25 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(KdbenchError.exit_code)
         err_console.print("aborted")
         sys.exit(130)
-    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        import click
+    except _usage_error_types() as exc:
+        # An unknown command or option, a missing argument, a bad value: click's usage message.
+        exc.show()
+        sys.exit(exc.exit_code)
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """click's exception base, as Typer raises it: Typer >= 0.29 vendors click as
+    ``typer._click``, earlier releases raise the installed click's own class."""
+    import click
+
+    types: list[type[BaseException]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as vendored
+    except ImportError:  # Typer < 0.29 uses the installed click
+        pass
+    else:
+        types.append(vendored)
+    return tuple(types)
 
 if __name__ == "__main__":
     main()

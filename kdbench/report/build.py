@@ -77,7 +77,8 @@ def write_report(settings: ReportSettings, registry: Registry | None = None) -> 
                                  / f"{date}_{commit}")
     context = {"protocol": protocol, "date": date, "commit": commit, "version": __version__,
                "tracking_uri": uri, "records": _records(per_case),
-               "tuning": _tuning(plan, registry, settings.optuna_storage)}
+               "tuning": _tuning(plan, registry, settings.optuna_storage),
+               "environment": _environment(tracker)}
     staging = target.parent / f".{target.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -102,6 +103,26 @@ def _tuning(plan: Any, registry: Registry, storage: str | None) -> list[dict[str
              "failed": s.failed, "best_val_dice": s.best_value,
              "best_params": dict(sorted(s.best_params.items()))}
             for s in study_summaries(plan, registry, storage or default_storage())]
+
+
+def _environment(tracker: Any) -> dict[str, Any]:
+    """The report's own machine and versions, and each distinct machine and install the
+    complete runs were computed on (from their tags), with the Jobs computed there."""
+    from kdbench import environment
+    from kdbench.tracking import COMPLETE, JOB_ID, STATUS
+
+    runs = tracker.client.search_runs([tracker.experiment_id],
+                                      filter_string=f"tags.`{STATUS}` = '{COMPLETE}'",
+                                      max_results=50000)
+    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for run in runs:
+        key = tuple(sorted((k.removeprefix("kdbench."), v) for k, v in run.data.tags.items()
+                           if k.startswith(("kdbench.machine.", "kdbench.package."))
+                           or k == "kdbench.versions_sha256"))
+        groups.setdefault(key, []).append(run.data.tags.get(JOB_ID, ""))
+    here = environment.describe()
+    return {"report": {k: here[k] for k in ("machine", "packages", "versions_sha256")},
+            "runs": [{**dict(key), "jobs": len(jobs)} for key, jobs in sorted(groups.items())]}
 
 
 def _records(per_case: pd.DataFrame) -> dict[str, int]:
@@ -324,5 +345,5 @@ def results_json(analysis: Any, context: dict[str, Any]) -> dict[str, Any]:
         "summary": analysis.summary.to_dict(orient="records"),
         "tests": analysis.tests.to_dict(orient="records"),
         "friedman": friedman, "rank_stability": stability, "benefit": benefit,
-        "tuning": context["tuning"],
+        "tuning": context["tuning"], "environment": context["environment"],
     })

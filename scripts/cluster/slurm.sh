@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Throw-away single-node SLURM cluster for kdbench's distributed tests (see
-# shared/design/CLUSTER-NOTES.md for the measured facts behind every setting).
+# Throw-away single-node SLURM cluster for kdbench's distributed tests (docs/cluster.md says
+# why each setting is what it is).
 #
 #   slurm.sh start DIR   install slurm+munge if missing, start munged (unless one already works),
 #                        slurmctld and slurmd with DIR/etc/slurm.conf, wait until the node is idle,

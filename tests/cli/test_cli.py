@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from helpers import DEMO, run_cli
 
 STRATEGY = """
@@ -108,3 +109,37 @@ def test_data_prepare_reports_bad_data_and_writes_nothing(tmp_path):
     assert out.returncode == 2 and "--name" in out.stderr
     out = run_cli("data", "prepare", "--protocol", "x.yaml", "--name", "y")
     assert out.returncode == 2 and "either --protocol" in out.stderr
+
+
+USAGE_ERRORS = {
+    "root option after the command": (["plugins", "--plugins-dir", "X"],
+                                      "No such option: --plugins-dir"),
+    "missing argument": (["plan"], "Missing argument"),
+    "unknown command": (["nosuch"], "No such command 'nosuch'"),
+    "unknown option": (["run", "--bogus"], "No such option: --bogus"),
+    "bad value": ([ "run", str(DEMO), "--jobs", "abc"], "Invalid value for '--jobs'"),
+    "option without its value": (["run", str(DEMO), "--executor"],
+                                 "Option '--executor' requires an argument"),
+    "unknown sub-command": (["protocol", "nosuch"], "No such command 'nosuch'"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(USAGE_ERRORS))
+def test_a_usage_error_prints_the_usage_and_exits_2(kind, capsys):
+    from kdbench.cli import main
+
+    argv, message = USAGE_ERRORS[kind]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    if kind != "option without its value":  # click names no command for this one
+        assert err.startswith("Usage: kdbench")
+
+
+def test_a_usage_error_from_the_command_has_no_traceback():
+    out = run_cli("plugins", "--plugins-dir", "X")
+    assert out.returncode == 2
+    assert "Usage: kdbench plugins" in out.stderr and "Traceback" not in out.stderr

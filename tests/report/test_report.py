@@ -4,6 +4,7 @@ the report folder, byte-identical reruns, the page in a headless browser, bad in
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -122,6 +123,34 @@ def test_report_numbers_come_from_complete_runs(report, recorded):
     assert set(best_hd["strategy"]) == {"kd"}  # smaller is better
     table = (report.parent / "tables" / "table_t1ce_only_t1ce_dice.md").read_text()
     assert "| kd " in table and "**" in table and "\\*" in table
+
+
+def test_runs_and_report_record_the_machine_and_versions(report, recorded):
+    """Every run is tagged with its CPU/BLAS/GPU and versions (full list as an artefact);
+    the report lists each machine its complete runs came from."""
+    from importlib.metadata import version
+
+    from kdbench.environment import cpu_model
+
+    results = json.loads((report.parent / "results.json").read_text())
+    env = results["environment"]
+    assert env["report"]["machine"]["cpu"] == cpu_model()
+    assert env["report"]["packages"]["nnunetv2"] == version("nnunetv2")
+    (machine,) = env["runs"]  # one machine, one install: 18 complete runs
+    assert machine["jobs"] == 18
+    assert machine["machine.cpu"] == cpu_model()
+    assert machine["package.torch"] == version("torch")
+    assert machine["machine.torch_blas"] and machine["machine.torch_cpu_capability"]
+    assert machine["versions_sha256"] == env["report"]["versions_sha256"]
+    assert cpu_model() in report.read_text()
+    tracker = Tracker(recorded["plan"], recorded["uri"])
+    run = tracker.complete_run(next(j for j in recorded["plan"].jobs
+                                    if j.component == "kd"))
+    logged = tracker.client.download_artifacts(run.info.run_id, "environment.json",
+                                               str(recorded["root"]))
+    full = json.loads(Path(logged).read_text())
+    assert full["versions"]["mlflow"] == version("mlflow")
+    assert full["versions_sha256"] == run.data.tags["kdbench.versions_sha256"]
 
 
 def test_same_records_give_the_same_bytes(report, recorded, registry, tmp_path):
