@@ -27,8 +27,8 @@ from kdbench.errors import KdbenchError
 CALIBRATION_VERSION = 1
 #: The checkout's benchmarks folder (absent from an installed wheel).
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-#: The reference calibration shipped with the repository (H100 figures, not measured here).
-REFERENCE_CALIBRATION = BENCHMARKS / "calibration" / "h100_reference.json"
+#: The shipped reference figures: package data, so ``plan --estimate`` works from a wheel.
+REFERENCE_CALIBRATION = Path(__file__).resolve().parent / "h100_reference.json"
 #: Where ``--calibrate`` stores what it measured (``runs/`` is git-ignored).
 CALIBRATION_DIR = Path("runs") / "calibration"
 STEP_KEYS = ("train", "student", "kd", "teacher_forward", "validation")
@@ -147,8 +147,9 @@ def load_calibration(path: Path | None = None) -> Calibration:
     """
     path = Path(path) if path is not None else REFERENCE_CALIBRATION
     if not path.is_file():
-        hint = ("the reference calibration ships with kdbench's repository "
-                "(benchmarks/calibration/); give --calibration FILE or measure with --calibrate"
+        hint = ("the reference calibration is package data of kdbench "
+                "(kdbench/h100_reference.json): reinstall kdbench, or give --calibration FILE "
+                "or measure with --calibrate"
                 if path == REFERENCE_CALIBRATION else "give an existing file or --calibrate")
         raise KdbenchError(f"calibration file {path} not found; {hint}")
     try:

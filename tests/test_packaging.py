@@ -87,3 +87,12 @@ def test_upper_bounds_where_kdbench_depends_on_internals():
     assert not deps["nnunetv2"].contains("2.9.0") and deps["nnunetv2"].contains("2.8.1")
     assert not deps["typer"].contains("0.30.0")
     assert not deps["optuna"].contains("6.0.0")
+
+
+def test_the_reference_calibration_is_package_data():
+    """``kdbench plan --estimate`` reads it from the installed package, not from benchmarks/."""
+    from kdbench.calibration import REFERENCE_CALIBRATION
+
+    data = _pyproject()["tool"]["setuptools"]["package-data"]["kdbench"]
+    assert REFERENCE_CALIBRATION.name in data
+    assert REFERENCE_CALIBRATION.parent == ROOT / "kdbench" and REFERENCE_CALIBRATION.is_file()
