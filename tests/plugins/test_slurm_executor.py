@@ -5,6 +5,7 @@ options in protocols and profile files. The real SLURM tests are in tests/cluste
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import sys
@@ -60,8 +61,16 @@ class Launcher:
         return self.state
 
 
-def test_options_make_the_sbatch_script(tmp_path):
+def test_options_make_the_sbatch_script(tmp_path, monkeypatch):
     from submitit.slurm.slurm import _make_sbatch_string
+
+    # submitit's executor refuses to exist without an srun on PATH; this test only renders
+    # the sbatch script, so a stand-in is enough (the cluster tests use a real SLURM).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
 
     options = SlurmOptions(partition="gpu", account="lab42", time_min=540, gpus_per_node=1,
                            cpus_per_task=8, mem_gb=32, array_parallelism=5,
