@@ -115,3 +115,11 @@ def tags(environment: dict[str, Any]) -> dict[str, str]:
     out.update({f"kdbench.package.{k}": v for k, v in environment["packages"].items()})
     out["kdbench.versions_sha256"] = environment["versions_sha256"]
     return out
+
+
+def from_tags(run_tags: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The :func:`tags` among a run's tags, ``kdbench.`` removed, sorted: equal for two runs
+    computed on the same machine and install (empty for runs from before they were tagged)."""
+    return tuple(sorted((k.removeprefix("kdbench."), v) for k, v in run_tags.items()
+                        if k.startswith(("kdbench.machine.", "kdbench.package."))
+                        or k == "kdbench.versions_sha256"))

@@ -15,7 +15,7 @@ import pandas as pd
 
 from kdbench.modalities import label
 from kdbench.plan import Job
-from kdbench.tracking import COMPLETE, JOB_ID, STATUS, Tracker, summary_metric_key
+from kdbench.tracking import JOB_ID, Tracker, summary_metric_key
 
 REGIONS = ("WT", "TC", "ET")
 KEYS = ["scenario", "subset", "strategy", "N"]
@@ -46,9 +46,7 @@ def scored_rows(tracker: Tracker) -> Iterator[ScoredRow]:
     plan = tracker.plan
     jobs = {job.id: job for job in plan.jobs}
     scenarios = {s.name: s.subsets() for s in plan.protocol.scenarios}
-    runs = tracker.client.search_runs([tracker.experiment_id],
-                                      filter_string=f"tags.`{STATUS}` = '{COMPLETE}'",
-                                      max_results=50000)
+    runs = tracker.complete_runs()
     for run in sorted(runs, key=lambda r: r.data.tags.get(JOB_ID, "")):
         job = jobs.get(run.data.tags.get(JOB_ID, ""))
         if job is None:

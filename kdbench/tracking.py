@@ -169,12 +169,15 @@ class Tracker:
         runs = self._runs(job, f"tags.`{STATUS}` = '{COMPLETE}'")
         return runs[0] if runs else None
 
-    def complete_job_ids(self) -> set[str]:
-        """Ids of every Job of the plan with a complete run."""
-        runs = self.client.search_runs([self.experiment_id],
+    def complete_runs(self) -> list[Any]:
+        """Every complete run of the experiment."""
+        return self.client.search_runs([self.experiment_id],
                                        filter_string=f"tags.`{STATUS}` = '{COMPLETE}'",
                                        max_results=50000)
-        return {r.data.tags[JOB_ID] for r in runs}
+
+    def complete_job_ids(self) -> set[str]:
+        """Ids of every Job of the plan with a complete run."""
+        return {r.data.tags[JOB_ID] for r in self.complete_runs()}
 
     # -- writing --------------------------------------------------------------------------------
 

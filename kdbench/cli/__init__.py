@@ -109,5 +109,6 @@ def _usage_error_types() -> tuple[type[BaseException], ...]:
         types.append(vendored)
     return tuple(types)
 
+
 if __name__ == "__main__":
     main()

@@ -107,22 +107,15 @@ def _tuning(plan: Any, registry: Registry, storage: str | None) -> list[dict[str
 
 def _environment(tracker: Any) -> dict[str, Any]:
     """The report's own machine and versions, and each distinct machine and install the
-    complete runs were computed on (from their tags), with the Jobs computed there."""
-    from kdbench import environment
-    from kdbench.tracking import COMPLETE, JOB_ID, STATUS
+    complete runs were computed on (from their tags), with how many Jobs were computed there."""
+    from collections import Counter
 
-    runs = tracker.client.search_runs([tracker.experiment_id],
-                                      filter_string=f"tags.`{STATUS}` = '{COMPLETE}'",
-                                      max_results=50000)
-    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
-    for run in runs:
-        key = tuple(sorted((k.removeprefix("kdbench."), v) for k, v in run.data.tags.items()
-                           if k.startswith(("kdbench.machine.", "kdbench.package."))
-                           or k == "kdbench.versions_sha256"))
-        groups.setdefault(key, []).append(run.data.tags.get(JOB_ID, ""))
+    from kdbench import environment
+
+    machines = Counter(environment.from_tags(run.data.tags) for run in tracker.complete_runs())
     here = environment.describe()
     return {"report": {k: here[k] for k in ("machine", "packages", "versions_sha256")},
-            "runs": [{**dict(key), "jobs": len(jobs)} for key, jobs in sorted(groups.items())]}
+            "runs": [{**dict(key), "jobs": jobs} for key, jobs in sorted(machines.items())]}
 
 
 def _records(per_case: pd.DataFrame) -> dict[str, int]:
