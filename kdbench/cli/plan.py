@@ -12,7 +12,7 @@ from kdbench.cli.common import console, err_console, print_json, state
 
 if TYPE_CHECKING:
     from kdbench.calibration import Calibration
-    from kdbench.estimate import Estimate
+    from kdbench.estimate_result import Estimate
     from kdbench.plan import Plan
 
 
