@@ -99,7 +99,7 @@ def _write_case(job: tuple[Any, ...]) -> dict[str, Any]:
     )
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from kdbench.data.cases import LABEL_MAPS
+    from kdbench.cases import LABEL_MAPS
     from kdbench_plugins.phantom.build import resolve_anatomy, synthesise_case
 
     arrays, _, _ = synthesise_case(index, seed, tuple(grid), resolve_anatomy(anatomy))

@@ -97,8 +97,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
         from torch import autocast
 
-        from kdbench.components.strategy import ModalityPlan
         from kdbench.modalities import MODALITIES, normalize
+        from kdbench.types import ModalityPlan
         from kdbench_plugins.kd import KnowledgeDistillation
         from kdbench_plugins.mono import Mono
         from kdbench_plugins.multi import Multi

@@ -29,8 +29,7 @@ from kdbench.components import (
 )
 from kdbench.errors import KdbenchError, PluginError, ProtocolError
 from kdbench.hookspecs import hookimpl
-
-__version__ = "0.1.0"
+from kdbench.version import __version__
 
 __all__ = [
     "Backbone",

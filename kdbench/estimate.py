@@ -83,7 +83,7 @@ def job_cost(job: Job, plan: Plan, registry: Registry, calibration: Calibration,
     """One Job's training, validation and (``inference``) test-set cost, trained with
     ``pipeline`` (default: the protocol's augmentation, eager)."""
     from kdbench.components.generator import Generator
-    from kdbench.engine.requests import Budget
+    from kdbench.types import Budget
 
     cls = _component(job, registry)
     hparams = cls.resolve_hparams({}) if "tuned" in job.hparams else dict(job.hparams)

@@ -11,95 +11,16 @@ a strategy and a teacher (``multi``) gets one Job for both roles when the settin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kdbench.hashing import content_id
 from kdbench.modalities import label
+from kdbench.types import Job, ModalityPlan, Plan
 
 if TYPE_CHECKING:
-    from kdbench.components import Component, ModalityPlan
+    from kdbench.components import Component
     from kdbench.protocol.models import Protocol, ScenarioSpec, StrategySpec
     from kdbench.registry import Registry
-
-
-@dataclass
-class Job:
-    """One node of the plan.
-
-    Attributes:
-        id: content hash (see module docstring).
-        component: plugin name of the strategy, teacher or generator trained.
-        n: training-set size.
-        seed: training seed (also selects the (N, seed) training subset).
-        modalities: what it trains with and the subsets it is scored on.
-        hparams: resolved hyper-parameters, or ``{"tuned": budget}``.
-        depends_on: role -> id of the Job it needs (``teacher``, ``generator``).
-        roles: how the protocol uses it, e.g. ``strategy kd @ t1ce`` or ``teacher of kd @ t1ce``.
-        spec: the exact content that was hashed into ``id``.
-    """
-
-    id: str
-    component: str
-    n: int
-    seed: int
-    modalities: ModalityPlan
-    hparams: dict[str, Any]
-    depends_on: dict[str, str]
-    spec: dict[str, Any]
-    roles: list[str] = field(default_factory=list)
-
-    @property
-    def kind(self) -> str:
-        """The kinds of its roles, e.g. ``strategy+teacher`` for a shared ``multi``."""
-        kinds = sorted({r.split(" ", 1)[0] for r in self.roles}, key=("strategy", "teacher",
-                                                                       "generator").index)
-        return "+".join(kinds)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON form for ``kdbench plan --json``."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "component": self.component,
-            "n": self.n,
-            "seed": self.seed,
-            "modalities": self.modalities.to_json(),
-            "hparams": self.hparams,
-            "depends_on": dict(sorted(self.depends_on.items())),
-            "roles": self.roles,
-            "spec": self.spec,
-        }
-
-
-@dataclass
-class Plan:
-    """All Jobs of a protocol, dependencies before dependents, in a deterministic order."""
-
-    protocol: Protocol
-    jobs: list[Job]
-
-    def job(self, job_id: str) -> Job:
-        """The Job with ``job_id``."""
-        return next(j for j in self.jobs if j.id == job_id)
-
-    def waves(self) -> list[list[Job]]:
-        """Jobs grouped so that each wave depends only on earlier waves (for job arrays)."""
-        level: dict[str, int] = {}
-        for job in self.jobs:
-            level[job.id] = 1 + max((level[d] for d in job.depends_on.values()), default=-1)
-        out: list[list[Job]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
-        for job in self.jobs:
-            out[level[job.id]].append(job)
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON form for ``kdbench plan --json``."""
-        return {
-            "protocol": {"name": self.protocol.name, "version": self.protocol.version},
-            "jobs": [j.to_json() for j in self.jobs],
-            "waves": [[j.id for j in wave] for wave in self.waves()],
-        }
 
 
 class _Builder:

@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from kdbench.modalities import label
-from kdbench.plan import Job
 from kdbench.tracking import JOB_ID, Tracker, summary_metric_key
+from kdbench.types import Job
 
 REGIONS = ("WT", "TC", "ET")
 KEYS = ["scenario", "subset", "strategy", "N"]

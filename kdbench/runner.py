@@ -17,8 +17,8 @@ from typing import Any
 
 from kdbench.engine.execute import RunSettings, execute_job
 from kdbench.errors import KdbenchError
-from kdbench.plan import Job, Plan
 from kdbench.registry import Registry
+from kdbench.types import Job, Plan
 
 
 @dataclass

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.engine.execute import RunSettings
-from kdbench.plan import Job, Plan
 from kdbench.registry import Registry
+from kdbench.types import Job, Plan
 
 STATES = ("done", "running", "pending", "failed", "todo")
 _QUEUED = ("PENDING", "REQUEUE", "SUSPENDED", "RESV_DEL_HOLD")

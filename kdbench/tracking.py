@@ -21,10 +21,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kdbench import __version__, environment
+from kdbench import environment
 from kdbench.faults import fault_point
 from kdbench.modalities import label, metric_suffix
-from kdbench.plan import Job, Plan
+from kdbench.types import Job, Plan
+from kdbench.version import __version__
 
 ENV_TRACKING_URI = "KDBENCH_TRACKING_URI"
 STATUS = "kdbench.status"

@@ -26,7 +26,7 @@ from typing import Literal, NamedTuple
 from pydantic import Field
 
 from kdbench import Dataset, DatasetOptions, hookimpl
-from kdbench.data.cases import CaseFiles, Problem, Release, is_safe_case_id
+from kdbench.cases import CaseFiles, Problem, Release, is_safe_case_id
 
 EXCLUDE = "or leave the case out with --exclude-bad"
 GRADE_FOLDERS: tuple[str, ...] = ("HGG", "LGG")

@@ -5,7 +5,7 @@ Layout: ``dataset.json``, ``imagesTr/<case>_<XXXX><file_ending>`` (one file per 
 ``dataset.json["channel_names"]`` (T1/t1n, T1ce/T1Gd/t1c, T2/t2w, FLAIR/t2f), not by position.
 Labels are accepted in nnU-Net's BraTS region form (whole tumor [1, 2, 3], tumor core [2, 3],
 enhancing tumor [3]) or as plain labels named background / edema / necrotic (or non-enhancing)
-/ enhancing whose values match one of :data:`kdbench.data.cases.LABEL_MAPS`.
+/ enhancing whose values match one of :data:`kdbench.cases.LABEL_MAPS`.
 
 Only file names and ``dataset.json`` are read here; :mod:`kdbench.data.integrity` reads the
 voxels.
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench import Dataset, DatasetOptions, hookimpl
-from kdbench.data.cases import (
+from kdbench.cases import (
     BACKGROUND,
     CORE,
     EDEMA,

@@ -475,7 +475,7 @@ def _(folder: Path) -> None:
     (folder / "plugins" / "evil_reader.py").write_text('''
 """A dataset reader that lists the release's cases under a path-traversal id."""
 from kdbench import hookimpl
-from kdbench.data.cases import CaseFiles, Release
+from kdbench.cases import CaseFiles, Release
 from kdbench_plugins.brats import BratsRelease
 
 
@@ -543,7 +543,7 @@ reader_entry("data_reader_detect_raises", "raises in detect",
              "raise PermissionError('denied')", "return None", forced=False)
 reader_entry("data_reader_returns_none", "returns None from read",
              r"dataset reader 'faulty': read returned NoneType; it must return a "
-             "kdbench.data.cases.Release", "return '2019-2021'", "return None", forced=True)
+             "kdbench.cases.Release", "return '2019-2021'", "return None", forced=True)
 reader_entry("data_reader_returns_paths", "returns a list of paths from read",
              r"dataset reader 'faulty': read returned list", "return '2019-2021'",
              "return sorted(root.iterdir())", forced=True)

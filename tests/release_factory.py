@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from kdbench.data.cases import CORE, EDEMA, ENHANCING, LABEL_MAPS
+from kdbench.cases import CORE, EDEMA, ENHANCING, LABEL_MAPS
 
 SHAPE: tuple[int, int, int] = (12, 13, 14)
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")

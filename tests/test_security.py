@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import DEMO, ROOT
 
-from kdbench.data.cases import is_safe_case_id
+from kdbench.cases import is_safe_case_id
 
 SOURCES = sorted([*(ROOT / "kdbench").rglob("*.py"), *(ROOT / "plugins").rglob("*.py")])
 SAFE_LOADERS = {"SafeLoader", "CSafeLoader", "BaseLoader", "CBaseLoader"}

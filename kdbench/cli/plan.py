@@ -13,7 +13,7 @@ from kdbench.cli.common import console, err_console, print_json, state
 if TYPE_CHECKING:
     from kdbench.calibration import Calibration
     from kdbench.estimate_result import Estimate
-    from kdbench.plan import Plan
+    from kdbench.types import Plan
 
 
 def plan(

@@ -8,8 +8,9 @@ from kdbench.components.generator import Generator
 from kdbench.components.hparams import HParam
 from kdbench.components.metric import Metric
 from kdbench.components.reporter import Reporter, ReportSection
-from kdbench.components.strategy import ModalityPlan, Strategy
+from kdbench.components.strategy import Strategy
 from kdbench.components.teacher import Teacher
+from kdbench.types import ModalityPlan
 
 __all__ = [
     "Backbone",

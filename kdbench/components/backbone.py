@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from kdbench.data.cases import CaseFiles
-    from kdbench.engine.requests import TrainedModel, TrainRequest, TrainResult
+    from kdbench.cases import CaseFiles
+    from kdbench.components.requests import TrainedModel, TrainRequest, TrainResult
 
 
 class BackboneOptions(BaseModel):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from kdbench.components.base import Component
 
 if TYPE_CHECKING:
-    from kdbench.data.cases import Release
+    from kdbench.cases import Release
 
 
 class DatasetOptions(BaseModel):

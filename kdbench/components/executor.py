@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from kdbench.components.base import Component
 
 if TYPE_CHECKING:
-    from kdbench.plan import Job, Plan
+    from kdbench.types import Job, Plan
 
 
 class ExecutorOptions(BaseModel):

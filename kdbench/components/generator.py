@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kdbench.components.base import Component
-from kdbench.components.strategy import Modalities, ModalityPlan
+from kdbench.types import Modalities, ModalityPlan
 
 if TYPE_CHECKING:
     from torch import Tensor, nn

@@ -7,32 +7,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kdbench.components.base import Component
+from kdbench.types import Modalities, ModalityPlan
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-Modalities = tuple[str, ...]
-
 #: The kinds of dependency a strategy can declare.
 REQUIREMENTS: tuple[str, ...] = ("teacher", "generator")
-
-
-@dataclass(frozen=True)
-class ModalityPlan:
-    """Which modalities one Job trains with and which subsets it is scored on.
-
-    Attributes:
-        training: modalities whose images the Job may read while training (the model's own
-            inputs and any privileged ones, e.g. a teacher's).
-        evaluate: the modality subsets the trained model predicts from at test time.
-    """
-
-    training: Modalities
-    evaluate: tuple[Modalities, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        """Canonical JSON form (lists in channel order)."""
-        return {"training": list(self.training), "evaluate": [list(s) for s in self.evaluate]}
 
 
 @dataclass
@@ -185,7 +166,7 @@ class Strategy(Component):
         return ()
 
     def training_budget(self, budget: Any) -> Any:
-        """The budget this Job trains with (a :class:`kdbench.engine.requests.Budget`); the
+        """The budget this Job trains with (a :class:`kdbench.components.requests.Budget`); the
         default is the protocol's. A strategy that only assembles trained parts returns zero
         epochs; a fine-tuning may lower the learning rate (``initial_lr``)."""
         return budget

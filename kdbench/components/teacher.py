@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from kdbench.components.base import Component
-from kdbench.components.strategy import Modalities, ModalityPlan
+from kdbench.types import Modalities, ModalityPlan
 
 
 class Teacher(Component):

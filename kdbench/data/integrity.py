@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kdbench.data.cases import LABEL_MAPS, CaseFiles, Problem, Release, unsafe_id_problem
+from kdbench.cases import LABEL_MAPS, CaseFiles, Problem, Release, unsafe_id_problem
 
 EXCLUDE = "or leave the case out with --exclude-bad"
 #: Largest difference between two affines (mm) still taken as the same grid.

@@ -30,11 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kdbench import __version__
-from kdbench.data.cases import CaseFiles, Release, is_safe_case_id
+from kdbench.cases import CaseFiles, Release, is_safe_case_id
 from kdbench.errors import KdbenchError, PluginError
 from kdbench.hashing import content_id
 from kdbench.registry import Registry
+from kdbench.version import __version__
 
 MARKER = "prepared.json"
 CASES = "cases.json"
@@ -110,7 +110,7 @@ def _read(cls: Any, source: Path, options: Any) -> Release:
     if not isinstance(release, Release) or not all(
             isinstance(c, CaseFiles) and isinstance(c.case_id, str) for c in release.cases):
         raise PluginError(f"dataset reader {cls.name!r}: read returned "
-                          f"{type(release).__name__}; it must return a kdbench.data.cases.Release "
+                          f"{type(release).__name__}; it must return a kdbench.cases.Release "
                           "of CaseFiles with string ids")
     return release
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdbench.data.cases import check_case_ids
+from kdbench.cases import check_case_ids
+from kdbench.components.backbone import Backbone
 from kdbench.data.prepare import CASES, MARKER, read_marker
 from kdbench.errors import KdbenchError
-from kdbench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,11 @@ class PreparedDataset:
         return Path(self.marker["source"]) / self._listing()[case_id]["images"][modality]
 
     @property
+    def backbone_name(self) -> str:
+        """The backbone that prepared it (whose ``load_case`` reads its cases)."""
+        return self.marker["backbone"]["name"]
+
+    @property
     def name(self) -> str:
         """The dataset's name."""
         return self.marker["name"]
@@ -72,9 +77,10 @@ class PreparedDataset:
                 return {cid: meta.get(key, "unknown") for cid, meta in self.cases.items()}
         return None
 
-    def load_case(self, registry: Registry, case_id: str, modalities: list[str] | tuple[str, ...]
+    def load_case(self, backbone: Backbone, case_id: str, modalities: list[str] | tuple[str, ...]
                   ) -> tuple[Any, Any]:
-        """The preprocessed (images of ``modalities``, segmentation) of one case.
+        """The preprocessed (images of ``modalities``, segmentation) of one case, read by
+        ``backbone`` (an instance of the backbone named in the marker, ``backbone_name``).
 
         All strategies read the same preprocessed bytes; a strategy that sees fewer modalities
         gets a channel selection of them.
@@ -82,5 +88,7 @@ class PreparedDataset:
         if case_id not in self.cases:
             raise KdbenchError(f"case {case_id!r} is not in the prepared dataset {self.path}")
         info = self.marker["backbone"]
-        backbone = registry.backbones.get(info["name"])()
+        if backbone.name != info["name"]:
+            raise KdbenchError(f"{self.path} was prepared by backbone {info['name']!r}, not "
+                               f"{backbone.name!r}; read it with that backbone")
         return backbone.load_case(self.path / info["name"], info["summary"], case_id, modalities)

@@ -20,13 +20,12 @@ from typing import Any
 
 from kdbench.engine.job import job_dir, run_job
 from kdbench.engine.preflight import check_outputs
-from kdbench.engine.requests import EpochReport
 from kdbench.errors import KdbenchError
 from kdbench.faults import fault_point, fault_scope
 from kdbench.modalities import label
-from kdbench.plan import Job, Plan
 from kdbench.registry import Registry
 from kdbench.tracking import summary_metric_key
+from kdbench.types import EpochReport, Job, Plan
 
 #: Errors of the storage rather than of the Job: a full disk or quota, a read-only or forbidden
 #: folder (reported as one message).

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.components.generator import Generator
+from kdbench.components.requests import TrainedModel, TrainRequest
 from kdbench.components.strategy import Strategy
 from kdbench.data.protocol_data import ProtocolData
-from kdbench.engine.requests import Budget, TrainedModel, TrainRequest
 from kdbench.errors import KdbenchError
 from kdbench.faults import fault_point
 from kdbench.modalities import label
-from kdbench.plan import Job, Plan
 from kdbench.registry import Registry
+from kdbench.types import Budget, Job, Plan
 
 DONE = "done.json"
 

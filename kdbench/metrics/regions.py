@@ -1,8 +1,8 @@
 """From a label map in any BraTS convention to the boolean masks of the evaluation regions.
 
-Labels are first mapped to the canonical values of :mod:`kdbench.data.cases` (0 background,
-1 edema, 2 necrotic core, 3 enhancing) with :data:`~kdbench.data.cases.LABEL_MAPS`, then each
-region of :data:`~kdbench.data.cases.REGIONS` (WT = {1, 2, 3}, TC = {2, 3}, ET = {3}) becomes a
+Labels are first mapped to the canonical values of :mod:`kdbench.cases` (0 background,
+1 edema, 2 necrotic core, 3 enhancing) with :data:`~kdbench.cases.LABEL_MAPS`, then each
+region of :data:`~kdbench.cases.REGIONS` (WT = {1, 2, 3}, TC = {2, 3}, ET = {3}) becomes a
 boolean mask. Every metric is computed on these masks, so all conventions score alike.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from kdbench.data.cases import LABEL_MAPS, REGIONS
+from kdbench.cases import LABEL_MAPS, REGIONS
 from kdbench.errors import KdbenchError
 
 
@@ -20,7 +20,7 @@ def check_convention(convention: str) -> Mapping[int, int]:
     """The label map of ``convention``.
 
     Args:
-        convention: a key of :data:`~kdbench.data.cases.LABEL_MAPS`.
+        convention: a key of :data:`~kdbench.cases.LABEL_MAPS`.
 
     Returns:
         Source label value -> canonical label value.
@@ -41,7 +41,7 @@ def to_canonical(labels: np.ndarray, convention: str) -> np.ndarray:
     Args:
         labels: integer-valued label map (any shape; floats holding integers are accepted, as
             some tools write labels as float NIfTI).
-        convention: a key of :data:`~kdbench.data.cases.LABEL_MAPS`.
+        convention: a key of :data:`~kdbench.cases.LABEL_MAPS`.
 
     Returns:
         A ``uint8`` array of the same shape with values in {0, 1, 2, 3}.
@@ -97,6 +97,6 @@ def region_masks(canonical: np.ndarray) -> dict[str, np.ndarray]:
 
     Returns:
         ``{"WT": mask, "TC": mask, "ET": mask}`` in the order of
-        :data:`~kdbench.data.cases.REGIONS`.
+        :data:`~kdbench.cases.REGIONS`.
     """
     return {region: np.isin(canonical, labels) for region, labels in REGIONS.items()}

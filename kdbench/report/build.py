@@ -20,9 +20,9 @@ from typing import Any
 
 import pandas as pd
 
-from kdbench import __version__
 from kdbench.errors import KdbenchError
 from kdbench.registry import Registry
+from kdbench.version import __version__
 
 
 @dataclass

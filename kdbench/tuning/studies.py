@@ -38,8 +38,8 @@ from typing import Any
 
 from kdbench.errors import KdbenchError
 from kdbench.hashing import content_id
-from kdbench.plan import Job, Plan
 from kdbench.registry import Registry
+from kdbench.types import Job, Plan
 
 ENV_STORAGE = "KDBENCH_OPTUNA_STORAGE"
 HEARTBEAT = 60  # seconds between two heartbeats of a running trial (shared storages)

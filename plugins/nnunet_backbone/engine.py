@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdbench.engine.requests import TrainedModel, TrainRequest, TrainResult
+from kdbench.components.requests import TrainedModel, TrainRequest, TrainResult
 from kdbench.errors import KdbenchError
 from kdbench.modalities import channel_indices
 from kdbench_plugins.nnunet_backbone.checkpoint import load_checkpoint_file, save_checkpoint_file
@@ -257,7 +257,7 @@ def predict(
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from kdbench.data.cases import LABEL_MAPS
+    from kdbench.cases import LABEL_MAPS
 
     folders, summary = _folders(dataset)
     plans, dataset_json, configuration = load_plans(dataset, options)

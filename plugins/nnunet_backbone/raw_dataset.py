@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from kdbench.data.cases import BACKGROUND, CORE, EDEMA, ENHANCING, CaseFiles
+from kdbench.cases import BACKGROUND, CORE, EDEMA, ENHANCING, CaseFiles
 from kdbench.modalities import MODALITIES
 
 #: nnU-Net's channel names; "T1ce" etc. all get nnU-Net's default z-score normalisation.

@@ -31,8 +31,8 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from kdbench.components.strategy import BuildContext, StepBatch, Strategy
-from kdbench.engine.requests import EpochReport
 from kdbench.modalities import MODALITIES, channel_indices
+from kdbench.types import EpochReport
 from kdbench_plugins.nnunet_backbone.checkpoint import load_checkpoint_file, save_checkpoint_file
 from kdbench_plugins.nnunet_backbone.networks import network_builder
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import release_factory as rf
 
-from kdbench.data.cases import CaseFiles, Problem, Release
+from kdbench.cases import CaseFiles, Problem, Release
 from kdbench.data.integrity import bad_cases, check_case, check_release, format_report
 from kdbench_plugins.brats import BratsOptions, BratsRelease
 from kdbench_plugins.nnunet_raw import NnUNetRawDataset

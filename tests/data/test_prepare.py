@@ -171,15 +171,16 @@ def test_raw_labels_are_canonical(phantom_prepared):
 def test_strategies_select_channels_from_the_same_bytes(phantom_prepared):
     result, registry = phantom_prepared["result"], phantom_prepared["registry"]
     dataset = PreparedDataset.open(result.path)
+    backbone = registry.backbones.get(dataset.backbone_name)()
     assert len(dataset.cases) == 6
     case = next(iter(dataset.cases))
-    everything, seg = dataset.load_case(registry, case, MODALITIES)
+    everything, seg = dataset.load_case(backbone, case, MODALITIES)
     assert everything.shape[0] == 4
     for index, modality in enumerate(MODALITIES):
-        one, seg_one = dataset.load_case(registry, case, [modality])
+        one, seg_one = dataset.load_case(backbone, case, [modality])
         assert one.shape[0] == 1 and one.tobytes() == everything[index].tobytes()
         np.testing.assert_array_equal(seg_one, seg)
-    pair, _ = dataset.load_case(registry, case, ["flair", "t1ce"])
+    pair, _ = dataset.load_case(backbone, case, ["flair", "t1ce"])
     assert pair.tobytes() == everything[[1, 3]].tobytes()  # canonical channel order
     assert set(np.unique(seg).tolist()) <= {-1, 0, 1, 2, 3}
 

@@ -59,7 +59,7 @@ def test_crop_keeps_a_background_margin_and_every_voxel():
                                                ("brats2023", (0, 1, 2, 3)),
                                                ("canonical", (0, 1, 2, 3))])
 def test_label_lookup_equals_per_value_mapping(convention, values):
-    from kdbench.data.cases import LABEL_MAPS
+    from kdbench.cases import LABEL_MAPS
 
     rng = np.random.default_rng(0)
     for dtype in (np.uint8, np.int16, np.uint16, np.float32):

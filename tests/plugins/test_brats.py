@@ -13,7 +13,7 @@ import pytest
 import release_factory as rf
 from pydantic import ValidationError
 
-from kdbench.data.cases import Release
+from kdbench.cases import Release
 from kdbench_plugins.brats import BratsOptions, BratsRelease
 from kdbench_plugins.nnunet_raw import NnUNetRawDataset
 

@@ -16,12 +16,13 @@ from monai.networks.nets import SegResNet, SwinUNETR
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from safetensors.torch import save_file
 
+from kdbench.components.requests import TrainedModel, TrainRequest
 from kdbench.components.strategy import BuildContext, StepBatch
-from kdbench.engine.requests import Budget, TrainedModel, TrainRequest
 from kdbench.errors import KdbenchError
 from kdbench.modalities import MODALITIES
 from kdbench.plan import build_plan
 from kdbench.protocol import load_protocol
+from kdbench.types import Budget
 from kdbench_plugins.foundation import FoundationTeacher
 from kdbench_plugins.kd import KnowledgeDistillation, binary_kl
 from kdbench_plugins.nnunet_backbone.engine import full_resolution_only

@@ -7,8 +7,9 @@ import pytest
 import torch
 from scipy.special import expit, rel_entr
 
-from kdbench.components.strategy import BuildContext, ModalityPlan, StepBatch
+from kdbench.components.strategy import BuildContext, StepBatch
 from kdbench.modalities import MODALITIES
+from kdbench.types import ModalityPlan
 from kdbench_plugins.kd import KnowledgeDistillation, binary_kl
 
 

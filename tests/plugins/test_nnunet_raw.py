@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import release_factory as rf
 
+from kdbench.cases import Release
 from kdbench.components.dataset import DatasetOptions
-from kdbench.data.cases import Release
 from kdbench_plugins.brats import BratsRelease
 from kdbench_plugins.nnunet_raw import (
     NnUNetRawDataset,

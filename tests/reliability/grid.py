@@ -16,8 +16,8 @@ import pytest
 from helpers import ROOT
 
 from kdbench.engine.execute import RunSettings
-from kdbench.plan import Plan
 from kdbench.tracking import COMPLETE, JOB_ID, STATUS, Tracker
+from kdbench.types import Plan
 
 #: The smallest nnU-Net that still trains on the 32³ phantom (3 stages planned).
 TINY_BACKBONE = {"name": "nnunet", "options": {"patch_size": [16, 16, 16], "batch_size": 2,

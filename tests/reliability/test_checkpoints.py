@@ -15,9 +15,9 @@ import pytest
 import torch
 from reliability.grid import tmpfs
 
-from kdbench.components.strategy import ModalityPlan
-from kdbench.engine.requests import Budget, TrainedModel, TrainRequest
+from kdbench.components.requests import TrainedModel, TrainRequest
 from kdbench.errors import KdbenchError
+from kdbench.types import Budget, ModalityPlan
 from kdbench_plugins.nnunet_backbone import NnUNetOptions
 from kdbench_plugins.nnunet_backbone.checkpoint import load_checkpoint_file
 

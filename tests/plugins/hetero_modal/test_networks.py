@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdbench.components.strategy import BuildContext, ModalityPlan
+from kdbench.components.strategy import BuildContext
 from kdbench.modalities import MODALITIES
+from kdbench.types import ModalityPlan
 from kdbench_plugins.hetero_modal.fusion import all_subsets
 from kdbench_plugins.hetero_modal.networks import HVEDOutput
 from kdbench_plugins.hetero_modal.strategies import UHVED, HeMIS

@@ -7,9 +7,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from kdbench.components.strategy import ModalityPlan
-from kdbench.engine.requests import Budget, TrainedModel, TrainRequest
+from kdbench.components.requests import TrainedModel, TrainRequest
 from kdbench.modalities import MODALITIES
+from kdbench.types import Budget, ModalityPlan
 from kdbench_plugins.nnunet_backbone import NnUNetBackbone, NnUNetOptions
 
 SUBSETS = (("t1ce",), ("t1", "flair"), MODALITIES)

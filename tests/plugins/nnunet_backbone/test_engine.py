@@ -15,9 +15,9 @@ import pytest
 import torch
 from helpers import ROOT
 
-from kdbench.components.strategy import ModalityPlan
-from kdbench.engine.requests import Budget, TrainedModel, TrainRequest
+from kdbench.components.requests import TrainedModel, TrainRequest
 from kdbench.modalities import MODALITIES
+from kdbench.types import Budget, ModalityPlan
 from kdbench_plugins.nnunet_backbone import NnUNetBackbone, NnUNetOptions
 from kdbench_plugins.nnunet_backbone.environment import VARIABLES
 
@@ -72,9 +72,10 @@ def test_train_and_predict(prepared_phantom, registry, tmp_path, modalities):
 RESUME_SCRIPT = """
 import sys
 from pathlib import Path
-from kdbench.components.strategy import ModalityPlan
+from kdbench.types import ModalityPlan
 from kdbench.data.prepared import PreparedDataset
-from kdbench.engine.requests import Budget, TrainRequest
+from kdbench.components.requests import TrainRequest
+from kdbench.types import Budget
 from kdbench.plugin_manager import load_plugins
 from kdbench_plugins.nnunet_backbone import NnUNetOptions
 from kdbench_plugins.nnunet_backbone.engine import train

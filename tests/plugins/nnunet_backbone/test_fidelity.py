@@ -18,9 +18,9 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from kdbench.components.strategy import ModalityPlan
-from kdbench.engine.requests import Budget, TrainedModel, TrainRequest
+from kdbench.components.requests import TrainedModel, TrainRequest
 from kdbench.modalities import MODALITIES
+from kdbench.types import Budget, ModalityPlan
 from kdbench_plugins.multi import Multi
 from kdbench_plugins.nnunet_backbone import NnUNetOptions, engine
 from kdbench_plugins.nnunet_backbone.environment import NnUNetFolders, nnunet_environment

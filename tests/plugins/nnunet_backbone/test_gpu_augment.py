@@ -354,8 +354,8 @@ def test_options_select_the_path_and_only_gpu_changes_the_job_id(registry, demo_
 # -- the trainer -------------------------------------------------------------------------------
 
 def _trainer(dataset, augmentation, tmp_path, features=(8, 16, 32)):
-    from kdbench.components.strategy import ModalityPlan
     from kdbench.modalities import MODALITIES
+    from kdbench.types import ModalityPlan
     from kdbench_plugins.multi import Multi
     from kdbench_plugins.nnunet_backbone import NnUNetOptions, engine
     from kdbench_plugins.nnunet_backbone.environment import NnUNetFolders, nnunet_environment
@@ -428,9 +428,9 @@ def test_gpu_path_trains_to_nnunets_validation_dice(prepared_phantom, tmp_path):
     """``multi`` on the phantom, both augmentation paths, two seeds each, on CPU: the mean
     validation pseudo-Dice of the last three epochs, averaged over the seeds, agrees within
     DICE_TOLERANCE, and both paths learn (Dice above 0.3)."""
-    from kdbench.components.strategy import ModalityPlan
-    from kdbench.engine.requests import Budget, TrainRequest
+    from kdbench.components.requests import TrainRequest
     from kdbench.modalities import MODALITIES
+    from kdbench.types import Budget, ModalityPlan
     from kdbench_plugins.multi import Multi
     from kdbench_plugins.nnunet_backbone import NnUNetOptions, engine
 

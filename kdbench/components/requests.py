@@ -1,4 +1,4 @@
-"""What a Job asks a backbone to do, and what the backbone gives back.
+"""What the engine asks a backbone to do, and what the backbone gives back.
 
 These dataclasses are the whole interface between the core (which knows Jobs, protocols and
 splits) and a backbone plugin (which knows how to train and predict): the core never imports
@@ -13,40 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.components.strategy import Strategy
-from kdbench.data.prepared import PreparedDataset
-
-
-@dataclass
-class EpochReport:
-    """What callbacks receive after an epoch (every ``validate_every`` epochs).
-
-    Attributes:
-        epoch: 0-based epoch just finished.
-        learning_rate: the epoch's learning rate.
-        train_terms: mean of each named loss term over the epoch's batches.
-        val_loss: nnU-Net's validation loss.
-        val_dice: pseudo-Dice per region on the validation subset (WT, TC, ET).
-        mean_val_dice: their mean (nnU-Net's ``mean_fg_dice``).
-    """
-
-    epoch: int
-    learning_rate: float
-    train_terms: dict[str, float]
-    val_loss: float
-    val_dice: list[float]
-    mean_val_dice: float
-
-
-@dataclass(frozen=True)
-class Budget:
-    """The training budget (a protocol's ``training`` section)."""
-
-    epochs: int
-    iterations_per_epoch: int
-    val_iterations: int = 50
-    validate_every: int = 1
-    checkpoint_every: int = 1
-    initial_lr: float | None = None  # None: the backbone's (nnU-Net: 1e-2)
+from kdbench.types import Budget
 
 
 @dataclass
@@ -83,7 +50,7 @@ class TrainRequest:
     """
 
     strategy: Strategy
-    dataset: PreparedDataset
+    dataset: Any  # kdbench.data.prepared.PreparedDataset
     train_cases: tuple[str, ...]
     val_cases: tuple[str, ...]
     budget: Budget

@@ -1,0 +1,148 @@
+"""The types every layer shares: a leaf module that imports nothing else of kdbench.
+
+- :class:`ModalityPlan`: which modalities a Job trains with and which subsets it is scored on;
+- :class:`Job`: one resolved, serialisable Job spec (what the plan hands to execution);
+- :class:`Plan`: a protocol's Jobs in dependency order;
+- :class:`Budget` and :class:`EpochReport`: the training budget a backbone receives and what it
+  reports after each epoch.
+
+Components (``kdbench.components``), the plan, the engine and the plugins all import these from
+here (plugin authors: from ``kdbench``), so no layer needs a higher one to name them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Modalities = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModalityPlan:
+    """Which modalities one Job trains with and which subsets it is scored on.
+
+    Attributes:
+        training: modalities whose images the Job may read while training (the model's own
+            inputs and any privileged ones, e.g. a teacher's).
+        evaluate: the modality subsets the trained model predicts from at test time.
+    """
+
+    training: Modalities
+    evaluate: tuple[Modalities, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """Canonical JSON form (lists in channel order)."""
+        return {"training": list(self.training), "evaluate": [list(s) for s in self.evaluate]}
+
+
+@dataclass
+class Job:
+    """One node of the plan.
+
+    Attributes:
+        id: content hash (see module docstring).
+        component: plugin name of the strategy, teacher or generator trained.
+        n: training-set size.
+        seed: training seed (also selects the (N, seed) training subset).
+        modalities: what it trains with and the subsets it is scored on.
+        hparams: resolved hyper-parameters, or ``{"tuned": budget}``.
+        depends_on: role -> id of the Job it needs (``teacher``, ``generator``).
+        roles: how the protocol uses it, e.g. ``strategy kd @ t1ce`` or ``teacher of kd @ t1ce``.
+        spec: the exact content that was hashed into ``id``.
+    """
+
+    id: str
+    component: str
+    n: int
+    seed: int
+    modalities: ModalityPlan
+    hparams: dict[str, Any]
+    depends_on: dict[str, str]
+    spec: dict[str, Any]
+    roles: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        """The kinds of its roles, e.g. ``strategy+teacher`` for a shared ``multi``."""
+        kinds = sorted({r.split(" ", 1)[0] for r in self.roles}, key=("strategy", "teacher",
+                                                                       "generator").index)
+        return "+".join(kinds)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form for ``kdbench plan --json``."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "component": self.component,
+            "n": self.n,
+            "seed": self.seed,
+            "modalities": self.modalities.to_json(),
+            "hparams": self.hparams,
+            "depends_on": dict(sorted(self.depends_on.items())),
+            "roles": self.roles,
+            "spec": self.spec,
+        }
+
+
+@dataclass
+class Plan:
+    """All Jobs of a protocol, dependencies before dependents, in a deterministic order."""
+
+    protocol: Any  # kdbench.protocol.Protocol
+    jobs: list[Job]
+
+    def job(self, job_id: str) -> Job:
+        """The Job with ``job_id``."""
+        return next(j for j in self.jobs if j.id == job_id)
+
+    def waves(self) -> list[list[Job]]:
+        """Jobs grouped so that each wave depends only on earlier waves (for job arrays)."""
+        level: dict[str, int] = {}
+        for job in self.jobs:
+            level[job.id] = 1 + max((level[d] for d in job.depends_on.values()), default=-1)
+        out: list[list[Job]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+        for job in self.jobs:
+            out[level[job.id]].append(job)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form for ``kdbench plan --json``."""
+        return {
+            "protocol": {"name": self.protocol.name, "version": self.protocol.version},
+            "jobs": [j.to_json() for j in self.jobs],
+            "waves": [[j.id for j in wave] for wave in self.waves()],
+        }
+
+
+@dataclass
+class EpochReport:
+    """What callbacks receive after an epoch (every ``validate_every`` epochs).
+
+    Attributes:
+        epoch: 0-based epoch just finished.
+        learning_rate: the epoch's learning rate.
+        train_terms: mean of each named loss term over the epoch's batches.
+        val_loss: nnU-Net's validation loss.
+        val_dice: pseudo-Dice per region on the validation subset (WT, TC, ET).
+        mean_val_dice: their mean (nnU-Net's ``mean_fg_dice``).
+    """
+
+    epoch: int
+    learning_rate: float
+    train_terms: dict[str, float]
+    val_loss: float
+    val_dice: list[float]
+    mean_val_dice: float
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The training budget (a protocol's ``training`` section)."""
+
+    epochs: int
+    iterations_per_epoch: int
+    val_iterations: int = 50
+    validate_every: int = 1
+    checkpoint_every: int = 1
+    initial_lr: float | None = None  # None: the backbone's (nnU-Net: 1e-2)
