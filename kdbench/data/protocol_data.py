@@ -13,14 +13,9 @@ from pathlib import Path
 
 from kdbench.data.prepare import prepare_dataset
 from kdbench.data.prepared import PreparedDataset
-from kdbench.data.splits import (
-    Splits,
-    assert_no_test_leak,
-    check_sizes,
-    load_splits,
-    make_splits,
-    save_splits,
-)
+from kdbench.data.split_checks import assert_no_test_leak
+from kdbench.data.split_files import load_splits, save_splits
+from kdbench.data.splits import Splits, check_sizes, make_splits
 from kdbench.errors import KdbenchError
 from kdbench.hashing import content_id
 from kdbench.protocol.models import Protocol

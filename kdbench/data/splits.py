@@ -7,21 +7,19 @@ subsets, so N=25 ⊂ 50 ⊂ 100 … by construction, with a validation part nest
 Every order comes from hashing, not from a random number stream: a case's rank is the SHA-256 of
 ``kdbench/<purpose>/<seeds>/<case_id>``, the same on every platform and library version, and
 adding or removing a case leaves the relative order of the others unchanged. Splits are saved as
-JSON beside the dataset with a content hash that every Job records.
+JSON beside the dataset with a content hash that every Job records
+(:mod:`kdbench.data.split_files`), and checked for test leaks before any training
+(:mod:`kdbench.data.split_checks`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 from kdbench.data.cases import is_safe_case_id
@@ -33,13 +31,6 @@ FORMAT = "kdbench-splits"
 SCHEME_VERSION = 1
 #: The stratum of cases whose grade/source is not known.
 UNKNOWN = "unknown"
-_REMAKE = "delete it and rerun `kdbench data prepare`"
-
-
-class TestLeakError(KdbenchError):
-    """A test case is inside a training or validation subset (or the two overlap)."""
-
-    __test__ = False  # not a pytest test class, despite the name
 
 
 @dataclass(frozen=True)
@@ -201,7 +192,8 @@ def make_splits(
         raise KdbenchError("no cases to split, or an empty case id; check the dataset folder")
     dupes = sorted(c for c, k in Counter(ids).items() if k > 1)
     if dupes:
-        raise KdbenchError(f"case ids listed more than once: {_names(dupes)}; make ids unique")
+        raise KdbenchError(f"case ids listed more than once: {summarise_cases(dupes)}; "
+                           "make ids unique")
     _fraction(validation_fraction)
     total = len(ids)
     n_test = _test_count(total, test_size, test_fraction)
@@ -247,102 +239,6 @@ def check_sizes(splits: Splits, sizes: Iterable[int]) -> None:
         if n < 2:
             raise KdbenchError(f"N={n} is too small: a subset needs a training and a validation "
                                "case; use N >= 2")
-
-
-def assert_no_test_leak(splits: Splits, sizes: Iterable[int] | None = None) -> None:
-    """Assert that no test case is in any training or validation subset.
-
-    Every subset is a prefix of its seed's permutation, so checking the whole permutations (no
-    test case, no repeated case) covers every N; ``sizes`` are also checked one by one.
-
-    Args:
-        splits: the splits to check.
-        sizes: training sizes to check explicitly (optional).
-
-    Raises:
-        TestLeakError: naming the leaked or overlapping cases.
-        KdbenchError: a size is out of range.
-    """
-    test = set(splits.test)
-    check_sizes(splits, sizes := list(sizes or ()))
-    _no_overlap(test, splits.pool, "test cases in the training pool")
-    for seed in splits.seeds:
-        perm = splits.permutations[seed]
-        _no_overlap(test, perm, f"test cases in the permutation of seed {seed}")
-        repeated = [c for c, k in Counter(perm).items() if k > 1]
-        # A repeated case could land in both the training and the validation part.
-        _no_overlap(set(repeated), repeated, f"cases repeated in the permutation of seed {seed}")
-    for seed, n in ((s, n) for s in splits.seeds for n in sizes):
-        sub, where = splits.subset(n, seed), f"subset N={n} seed={seed}"
-        _no_overlap(test, sub.train, f"test cases in the training part of {where}")
-        _no_overlap(test, sub.validation, f"test cases in the validation part of {where}")
-        _no_overlap(set(sub.train), sub.validation, f"cases in both parts of {where}")
-
-
-def _no_overlap(forbidden: set[str], cases: Iterable[str], what: str) -> None:
-    leaked = forbidden.intersection(cases)
-    if leaked:
-        raise TestLeakError(f"{what}: {_names(leaked)}")
-
-
-def save_splits(splits: Splits, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write the splits as JSON, atomically (temporary file, fsync, rename).
-
-    Args:
-        splits: the splits.
-        path: the JSON file to write (its folder is created if needed).
-        overwrite: replace an existing file with different content.
-
-    Returns:
-        The path written (unchanged if it already held the same content).
-
-    Raises:
-        KdbenchError: the file exists with different content and ``overwrite`` is false.
-    """
-    path = Path(path)
-    text = json.dumps(splits.to_json(), indent=1, sort_keys=True, ensure_ascii=True) + "\n"
-    if path.exists():
-        if path.read_bytes() == text.encode("ascii"):
-            return path
-        if not overwrite:
-            raise KdbenchError(
-                f"{path}: different splits are already saved here; re-running a benchmark "
-                "against new splits would mix results, so use --force or delete the file"
-            )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target so os.replace is an atomic rename on one file system.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_splits(path: str | Path) -> Splits:
-    """Read splits saved by :func:`save_splits`, verifying their hash.
-
-    Raises:
-        KdbenchError: the file is missing, malformed, or its hash does not match its content.
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise KdbenchError(f"{path}: no splits file; run `kdbench data prepare`") from exc
-    except (OSError, ValueError) as exc:
-        raise KdbenchError(f"{path}: unreadable splits file ({exc}); {_REMAKE}") from exc
-    try:
-        return Splits.from_json(data)
-    except KdbenchError as exc:
-        raise KdbenchError(
-            f"{path}: the splits file was edited by hand or corrupted ({exc}); {_REMAKE}"
-        ) from exc
 
 
 def _test_count(total: int, test_size: int | None, test_fraction: float | None) -> int:
@@ -397,7 +293,8 @@ def _str_tuple(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _names(cases: Iterable[str], limit: int = 10) -> str:
+def summarise_cases(cases: Iterable[str], limit: int = 10) -> str:
+    """The first ``limit`` case ids, sorted, and how many more there are."""
     cases = sorted(cases)
     more = f" (and {len(cases) - limit} more)" if len(cases) > limit else ""
     return ", ".join(cases[:limit]) + more

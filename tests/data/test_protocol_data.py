@@ -6,7 +6,7 @@ import pytest
 
 from kdbench import Backbone
 from kdbench.data.protocol_data import dataset_name, ensure_data
-from kdbench.data.splits import load_splits
+from kdbench.data.split_files import load_splits
 from kdbench.errors import KdbenchError
 from kdbench.plugin_manager import load_plugins
 from kdbench.protocol import load_protocol

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kdbench.data import split_checks, split_files
 from kdbench.data import splits as sp
 from kdbench.errors import KdbenchError
 
@@ -204,40 +205,40 @@ def test_bad_sizes(splits: sp.Splits) -> None:
 
 def test_save_load(splits: sp.Splits, tmp_path: Path) -> None:
     path = tmp_path / "dataset" / "splits.json"
-    assert sp.save_splits(splits, path) == path
-    assert sp.load_splits(path) == splits
+    assert split_files.save_splits(splits, path) == path
+    assert split_files.load_splits(path) == splits
     mtime = path.stat().st_mtime_ns
-    sp.save_splits(splits, path)  # identical: no-op
+    split_files.save_splits(splits, path)  # identical: no-op
     assert path.stat().st_mtime_ns == mtime
     assert [p.name for p in path.parent.iterdir()] == ["splits.json"]  # no temp file left
     other = sp.make_splits(IDS, seeds=SEEDS, test_size=251, split_seed=8)
     with pytest.raises(KdbenchError, match=r"splits\.json.*--force or delete"):
-        sp.save_splits(other, path)
-    assert sp.load_splits(path) == splits
-    sp.save_splits(other, path, overwrite=True)
-    assert sp.load_splits(path) == other
+        split_files.save_splits(other, path)
+    assert split_files.load_splits(path) == splits
+    split_files.save_splits(other, path, overwrite=True)
+    assert split_files.load_splits(path) == other
 
 
 def test_tampered_file(splits: sp.Splits, tmp_path: Path) -> None:
-    path = sp.save_splits(splits, tmp_path / "splits.json")
+    path = split_files.save_splits(splits, tmp_path / "splits.json")
     data = json.loads(path.read_text())
     data["permutations"]["0"][:2] = data["permutations"]["0"][1::-1]
     path.write_text(json.dumps(data))
     with pytest.raises(KdbenchError, match=r"splits\.json.*edited by hand or corrupted"):
-        sp.load_splits(path)
+        split_files.load_splits(path)
     path.write_text("{not json")
     with pytest.raises(KdbenchError, match=r"splits\.json.*kdbench data prepare"):
-        sp.load_splits(path)
+        split_files.load_splits(path)
     path.write_text(json.dumps({"format": "kdbench-splits"}))
     with pytest.raises(KdbenchError, match="edited by hand or corrupted"):
-        sp.load_splits(path)
+        split_files.load_splits(path)
     with pytest.raises(KdbenchError, match="no splits file"):
-        sp.load_splits(tmp_path / "missing.json")
+        split_files.load_splits(tmp_path / "missing.json")
 
 
 def test_no_leak(splits: sp.Splits) -> None:
-    sp.assert_no_test_leak(splits)
-    sp.assert_no_test_leak(splits, SIZES)
+    split_checks.assert_no_test_leak(splits)
+    split_checks.assert_no_test_leak(splits, SIZES)
 
 
 def test_leak_detected(splits: sp.Splits) -> None:
@@ -245,16 +246,16 @@ def test_leak_detected(splits: sp.Splits) -> None:
     perm = list(splits.permutations[1])
     perm[40] = leak
     bad = dataclasses.replace(splits, permutations={**splits.permutations, 1: tuple(perm)})
-    with pytest.raises(sp.TestLeakError, match=f"seed 1: {leak}"):
-        sp.assert_no_test_leak(bad)
+    with pytest.raises(split_checks.TestLeakError, match=f"seed 1: {leak}"):
+        split_checks.assert_no_test_leak(bad)
     # A test case also listed in the pool.
     bad_pool = dataclasses.replace(splits, pool=(*splits.pool, leak))
-    with pytest.raises(sp.TestLeakError, match=leak):
-        sp.assert_no_test_leak(bad_pool)
+    with pytest.raises(split_checks.TestLeakError, match=leak):
+        split_checks.assert_no_test_leak(bad_pool)
     # A repeated case could be both training and validation.
     perm = list(splits.permutations[0])
     perm[1] = perm[0]
     dup = dataclasses.replace(splits, permutations={0: tuple(perm)})
-    with pytest.raises(sp.TestLeakError, match="repeated"):
-        sp.assert_no_test_leak(dup)
-    assert issubclass(sp.TestLeakError, KdbenchError)
+    with pytest.raises(split_checks.TestLeakError, match="repeated"):
+        split_checks.assert_no_test_leak(dup)
+    assert issubclass(split_checks.TestLeakError, KdbenchError)

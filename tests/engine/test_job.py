@@ -7,7 +7,8 @@ import json
 import pytest
 
 from kdbench.data.protocol_data import ProtocolData
-from kdbench.data.splits import make_splits, save_splits
+from kdbench.data.split_files import save_splits
+from kdbench.data.splits import make_splits
 from kdbench.engine.job import finished, run_job
 from kdbench.errors import KdbenchError
 from kdbench.plan import build_plan
