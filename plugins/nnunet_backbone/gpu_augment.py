@@ -36,91 +36,21 @@ generator seeded by it. Given the same parameters, each step gives nnU-Net's out
 rounding (``tests/plugins/nnunet_backbone/test_gpu_augment.py`` compares them transform by
 transform). What differs: nnU-Net draws from numpy's and torch's global generators sample by
 sample, so the two paths never draw the same augmentations, only the same distributions.
+
+The parameters and their draw are :mod:`.augment_draw`, steps 1 and 7 :mod:`.augment_spatial`,
+steps 2-6 :mod:`.augment_intensity`; this module holds the pipeline and step 8.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-#: nnU-Net's default probabilities (``nnUNetTrainer.get_training_transforms``).
-P_ROTATION = 0.2
-P_SCALING = 0.2
-SCALING = (0.7, 1.4)
-P_NOISE, NOISE_STD = 0.1, (0.0, 0.1)
-P_BLUR, P_BLUR_CHANNEL, BLUR_SIGMA = 0.2, 0.5, (0.5, 1.0)
-P_BRIGHTNESS, BRIGHTNESS = 0.15, (0.75, 1.25)
-P_CONTRAST, CONTRAST = 0.15, (0.75, 1.25)
-P_LOWRES, P_LOWRES_CHANNEL, LOWRES_SCALE = 0.25, 0.5, (0.5, 1.0)
-P_GAMMA_INVERTED, P_GAMMA, GAMMA = 0.1, 0.3, (0.7, 1.5)
-P_MIRROR = 0.5
-#: batchgeneratorsv2's blur kernel truncation (``blur_dimension``) and gamma epsilon.
-BLUR_TRUNCATE = 6
-EPS = 1e-7
-#: nnU-Net's padding label of the segmentation in the spatial transform.
-SEG_PADDING = -1
-
-
-@dataclass
-class AugmentationDraw:
-    """The random parameters of one batch, per sample (CPU tensors; B samples, C channels, D
-    spatial axes). Every field is drawn whether or not its transform applies, so that the
-    parameters of one transform never shift another's."""
-
-    rotate: torch.Tensor  # (B,) bool
-    angles: torch.Tensor  # (B, 3) radians, about axes 0, 1, 2 (0 where not rotated)
-    scale: torch.Tensor  # (B,) bool
-    scale_factor: torch.Tensor  # (B,) (1 where not scaled)
-    noise: torch.Tensor  # (B,) bool
-    noise_std: torch.Tensor  # (B,)
-    blur: torch.Tensor  # (B,) bool
-    blur_channels: torch.Tensor  # (B, C) bool
-    blur_sigma: torch.Tensor  # (B, C, D)
-    brightness: torch.Tensor  # (B,) bool
-    brightness_factor: torch.Tensor  # (B, C)
-    contrast: torch.Tensor  # (B,) bool
-    contrast_factor: torch.Tensor  # (B, C)
-    lowres: torch.Tensor  # (B,) bool
-    lowres_channels: torch.Tensor  # (B, C) bool
-    lowres_scale: torch.Tensor  # (B, C)
-    gamma_inverted: torch.Tensor  # (B,) bool
-    gamma_inverted_value: torch.Tensor  # (B, C)
-    gamma: torch.Tensor  # (B,) bool
-    gamma_value: torch.Tensor  # (B, C)
-    mirror: torch.Tensor  # (B, D) bool, over the D spatial axes (False off nnU-Net's mirror axes)
-    noise_seed: int
-
-    def select(self, index: Sequence[int]) -> AugmentationDraw:
-        """The draw of the samples ``index`` (in that order)."""
-        idx = torch.as_tensor(list(index), dtype=torch.long)
-        return AugmentationDraw(**{
-            f.name: (getattr(self, f.name) if f.name == "noise_seed"
-                     else getattr(self, f.name)[idx]) for f in fields(self)})
-
-
-def bg_contrast(low: float, high: float, shape: tuple[int, ...],
-                generator: torch.Generator) -> torch.Tensor:
-    """batchgeneratorsv2's ``BGContrast((low, high))``: with probability 0.5 uniform in
-    [low, 1), else uniform in [max(low, 1), high) (for low < 1)."""
-    below = torch.rand(shape, generator=generator, dtype=torch.float64) < 0.5
-    u = torch.rand(shape, generator=generator, dtype=torch.float64)
-    down = low + u * (1 - low)
-    up = max(low, 1.0) + u * (high - max(low, 1.0))
-    return torch.where(below & (low < 1), down, up)
-
-
-def _uniform(low: float, high: float, shape: tuple[int, ...],
-             generator: torch.Generator) -> torch.Tensor:
-    return low + torch.rand(shape, generator=generator, dtype=torch.float64) * (high - low)
-
-
-def _chance(p: float, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(shape, generator=generator, dtype=torch.float64) < p
+from kdbench_plugins.nnunet_backbone import augment_intensity, augment_spatial
+from kdbench_plugins.nnunet_backbone.augment_draw import AugmentationDraw, sample_draw
 
 
 class GpuAugmentation:
@@ -173,36 +103,8 @@ class GpuAugmentation:
     def sample(self, batch_size: int, channels: int,
                generator: torch.Generator) -> AugmentationDraw:
         """Draw one batch's parameters from ``generator`` (a CPU generator)."""
-        b, c, d = batch_size, channels, 3
-        g = generator
-        rotate = _chance(P_ROTATION, (b,), g)
-        scale = _chance(P_SCALING, (b,), g)
-        angles = _uniform(*self.rotation, (b, d), g)
-        if self.dummy_2d:  # nnU-Net rotates the 2D slices (axes 1, 2) only
-            angles[:, :2] = 0
-        angles = torch.where(rotate[:, None], angles, torch.zeros_like(angles))
-        factor = torch.where(scale, _uniform(*SCALING, (b,), g), torch.ones(b, dtype=torch.float64))
-        mirror = _chance(P_MIRROR, (b, d), g)
-        allowed = torch.zeros(d, dtype=torch.bool)
-        allowed[list(self.mirror_axes)] = True
-        return AugmentationDraw(
-            rotate=rotate, angles=angles, scale=scale, scale_factor=factor,
-            noise=_chance(P_NOISE, (b,), g), noise_std=_uniform(*NOISE_STD, (b,), g),
-            blur=_chance(P_BLUR, (b,), g), blur_channels=_chance(P_BLUR_CHANNEL, (b, c), g),
-            blur_sigma=_uniform(*BLUR_SIGMA, (b, c, d), g),
-            brightness=_chance(P_BRIGHTNESS, (b,), g),
-            brightness_factor=bg_contrast(*BRIGHTNESS, (b, c), g),
-            contrast=_chance(P_CONTRAST, (b,), g),
-            contrast_factor=bg_contrast(*CONTRAST, (b, c), g),
-            lowres=_chance(P_LOWRES, (b,), g),
-            lowres_channels=_chance(P_LOWRES_CHANNEL, (b, c), g),
-            lowres_scale=_uniform(*LOWRES_SCALE, (b, c), g),
-            gamma_inverted=_chance(P_GAMMA_INVERTED, (b,), g),
-            gamma_inverted_value=bg_contrast(*GAMMA, (b, c), g),
-            gamma=_chance(P_GAMMA, (b,), g), gamma_value=bg_contrast(*GAMMA, (b, c), g),
-            mirror=mirror & allowed,
-            noise_seed=int(torch.randint(0, 2**62, (1,), generator=g)),
-        )
+        return sample_draw(batch_size, channels, generator, rotation=self.rotation,
+                           mirror_axes=self.mirror_axes, dummy_2d=self.dummy_2d)
 
     # -- the pipeline ---------------------------------------------------------------------------
 
@@ -225,248 +127,44 @@ class GpuAugmentation:
 
     def intensity(self, data: torch.Tensor, draw: AugmentationDraw) -> torch.Tensor:
         """Noise, blur, brightness, contrast, low resolution, gammas (in nnU-Net's order)."""
-        data = self.noise(data, draw)
-        data = self.blur(data, draw)
-        data = self.brightness(data, draw)
-        data = self.contrast(data, draw)
-        data = self.low_resolution(data, draw)
-        data = self.gamma_transform(data, draw.gamma_inverted, draw.gamma_inverted_value, True)
-        return self.gamma_transform(data, draw.gamma, draw.gamma_value, False)
+        return augment_intensity.intensity(data, draw, self.patch_size, self.dummy_2d)
 
-    # spatial ------------------------------------------------------------------------------------
+    # spatial (:mod:`.augment_spatial`) ----------------------------------------------------------
 
     def affine(self, draw: AugmentationDraw) -> torch.Tensor:
-        """(B, 3, 3) matrices ``Rz @ Ry @ Rx @ S`` (batchgeneratorsv2's
-        ``create_affine_matrix_3d``; in dummy 2D the in-plane rotation and scaling of
-        ``create_affine_matrix_2d`` on axes 1, 2)."""
-        a = draw.angles
-        cos, sin = torch.cos(a), torch.sin(a)
-        b = a.shape[0]
-        one, zero = torch.ones(b, dtype=a.dtype), torch.zeros(b, dtype=a.dtype)
-
-        def mat(rows: list[list[torch.Tensor]]) -> torch.Tensor:
-            return torch.stack([torch.stack(r, -1) for r in rows], -2)
-
-        if self.dummy_2d:
-            c2, s2 = cos[:, 2], sin[:, 2]
-            rotation = mat([[one, zero, zero], [zero, c2, -s2], [zero, s2, c2]])
-            diag = torch.stack([one, draw.scale_factor, draw.scale_factor], -1)
-        else:
-            rx = mat([[one, zero, zero], [zero, cos[:, 0], -sin[:, 0]],
-                      [zero, sin[:, 0], cos[:, 0]]])
-            ry = mat([[cos[:, 1], zero, sin[:, 1]], [zero, one, zero],
-                      [-sin[:, 1], zero, cos[:, 1]]])
-            rz = mat([[cos[:, 2], -sin[:, 2], zero], [sin[:, 2], cos[:, 2], zero],
-                      [zero, zero, one]])
-            rotation = rz @ ry @ rx
-            diag = draw.scale_factor[:, None].expand(b, 3)
-        return rotation @ torch.diag_embed(diag)
+        """(B, 3, 3) rotation-and-scaling matrices of the draw
+        (:func:`.augment_spatial.affine`)."""
+        return augment_spatial.affine(draw, self.dummy_2d)
 
     def grid(self, affine: torch.Tensor, shape: Sequence[int], device: torch.device
              ) -> torch.Tensor:
-        """``grid_sample`` grids (n, *patch, 3) of the patch centred in ``shape``, mapped by
-        ``affine`` (batchgeneratorsv2's centred identity grid, ``grid @ affine.T``, then
-        ``_convert_my_grid_to_grid_sample_grid``)."""
-        axes = [torch.linspace((1 - p) / 2, (p - 1) / 2, p, device=device)
-                for p in self.patch_size]
-        base = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
-        grid = torch.einsum("xyzj,nkj->nxyzk", base, affine.to(device, torch.float32))
-        half = torch.tensor([s / 2 for s in shape], device=device, dtype=torch.float32)
-        return (grid / half).flip(-1)
+        """``grid_sample`` grids of the patch centred in ``shape``
+        (:func:`.augment_spatial.grid`)."""
+        return augment_spatial.grid(affine, self.patch_size, shape, device)
 
     def spatial(self, data: torch.Tensor, seg: torch.Tensor, draw: AugmentationDraw
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotation and scaling about the centre of the initial patch, or an integer centre
-        crop for samples with neither."""
-        shape = data.shape[2:]
-        patch = self.patch_size
-        starts = [math.floor(s / 2) - p // 2 for s, p in zip(shape, patch, strict=True)]
-        if any(s < 0 or s + p > n for s, p, n in zip(starts, patch, shape, strict=True)):
-            raise ValueError(f"initial patch {tuple(shape)} is smaller than the patch {patch}")
-        crop = (slice(None), slice(None)) + tuple(slice(s, s + p) for s, p in zip(starts, patch,
-                                                                               strict=True))
-        out_data = data[crop].clone()
-        out_seg = seg[crop].clone()
-        moved = torch.nonzero(draw.rotate | draw.scale).flatten()
-        if moved.numel() == 0:
-            return out_data, out_seg
-        idx = moved.to(data.device)
-        grid = self.grid(self.affine(draw)[moved], shape, data.device)
-        out_data[idx] = F.grid_sample(data[idx], grid, mode="bilinear", padding_mode="zeros",
-                                      align_corners=False)
-        out_seg[idx] = self._resample_seg(seg[idx], grid)
-        return out_data, out_seg
+        crop for samples with neither (:func:`.augment_spatial.spatial`)."""
+        return augment_spatial.spatial(data, seg, draw, self.patch_size, self.dummy_2d)
 
-    @staticmethod
-    def _resample_seg(seg: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        """batchgeneratorsv2's label-score resampling (``mode_seg='bilinear'``,
-        ``border_mode_seg='constant'``, padding -1, ties to the nearest neighbour): each label's
-        indicator sampled trilinearly, in float16 at scale 1000, the top score wins."""
-        labels = torch.unique(torch.cat([seg.flatten(), seg.new_tensor([SEG_PADDING])]))
-        scale = 1000.0
-        onehot = (seg == labels.view(1, -1, 1, 1, 1)).float()  # (n, K, ...)
-        pad = int((labels == SEG_PADDING).nonzero()[0, 0])
-        onehot[:, pad] -= 1  # the padding label is 1 outside: sample (indicator - 1), add 1
-        scores = F.grid_sample(onehot.mul_(scale), grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=False)
-        scores[:, pad] += scale
-        scores = scores.half()
-        best, winner = scores.max(1)
-        nearest = F.grid_sample(seg.float() - SEG_PADDING, grid, mode="nearest",
-                                padding_mode="zeros", align_corners=False)[:, 0] + SEG_PADDING
-        nearest = nearest.round().to(seg.dtype)
-        own = scores.gather(1, torch.searchsorted(labels, nearest)[:, None])[:, 0]
-        result = torch.where(own == best, nearest, labels[winner])
-        return result[:, None].to(seg.dtype)
+    mirror = staticmethod(augment_spatial.mirror)
 
-    # intensity ----------------------------------------------------------------------------------
+    # intensity (:mod:`.augment_intensity`) ------------------------------------------------------
 
-    @staticmethod
-    def noise(data: torch.Tensor, draw: AugmentationDraw) -> torch.Tensor:
-        """Gaussian noise with one std per sample for all channels."""
-        idx = torch.nonzero(draw.noise).flatten()
-        if idx.numel() == 0:
-            return data
-        gen = torch.Generator(device=data.device).manual_seed(draw.noise_seed)
-        noise = torch.randn((idx.numel(), *data.shape[1:]), generator=gen, device=data.device,
-                            dtype=data.dtype)
-        std = draw.noise_std[idx].to(data.device, data.dtype).view(-1, 1, 1, 1, 1)
-        data[idx.to(data.device)] += noise * std
-        return data
-
-    @staticmethod
-    def blur_kernel(sigma: float) -> torch.Tensor:
-        """batchgeneratorsv2's 1D Gaussian kernel (``_build_kernel`` with truncate 6)."""
-        n = sigma * BLUR_TRUNCATE + 0.5
-        rounded = round(n)
-        size = rounded if rounded % 2 == 1 else (rounded + 1 if n - rounded >= 0 else rounded - 1)
-        half = (size - 1) * 0.5
-        x = torch.linspace(-half, half, steps=size)
-        pdf = torch.exp(-0.5 * (x / float(sigma)).pow(2))
-        return pdf / pdf.sum()
-
-    def blur(self, data: torch.Tensor, draw: AugmentationDraw) -> torch.Tensor:
-        """Separable Gaussian blur of the chosen (sample, channel) pairs: one grouped
-        convolution per axis, every pair with its own kernel (zero-padded to the longest)."""
-        pairs = torch.nonzero(draw.blur[:, None] & draw.blur_channels)
-        if pairs.numel() == 0:
-            return data
-        b, c = pairs[:, 0], pairs[:, 1]
-        x = data[b.to(data.device), c.to(data.device)][None]  # (1, m, *patch)
-        m = x.shape[1]
-        for axis in range(3):
-            kernels = [self.blur_kernel(float(s)) for s in draw.blur_sigma[b, c, axis]]
-            size = max(k.numel() for k in kernels)
-            weight = torch.zeros(m, size)
-            for i, k in enumerate(kernels):
-                off = (size - k.numel()) // 2
-                weight[i, off:off + k.numel()] = k
-            shape = [m, 1, 1, 1, 1]
-            shape[2 + axis] = size
-            weight = weight.view(shape).to(data.device, data.dtype)
-            padding = [0] * 6
-            padding[2 * (2 - axis)] = padding[2 * (2 - axis) + 1] = size // 2
-            x = F.conv3d(F.pad(x, padding, mode="reflect"), weight, groups=m)
-        data[b.to(data.device), c.to(data.device)] = x[0]
-        return data
-
-    @staticmethod
-    def brightness(data: torch.Tensor, draw: AugmentationDraw) -> torch.Tensor:
-        """Multiplicative brightness, a factor per channel."""
-        idx = torch.nonzero(draw.brightness).flatten()
-        if idx.numel() == 0:
-            return data
-        factor = draw.brightness_factor[idx].to(data.device, data.dtype)
-        dev = idx.to(data.device)
-        data[dev] = data[dev] * factor[..., None, None, None]
-        return data
-
-    @staticmethod
-    def contrast(data: torch.Tensor, draw: AugmentationDraw) -> torch.Tensor:
-        """Contrast about each channel's mean, clipped to its range before."""
-        idx = torch.nonzero(draw.contrast).flatten()
-        if idx.numel() == 0:
-            return data
-        dev = idx.to(data.device)
-        x = data[dev]
-        flat = x.flatten(2)
-        mean = flat.mean(-1)[..., None, None, None]
-        low = flat.amin(-1)[..., None, None, None]
-        high = flat.amax(-1)[..., None, None, None]
-        factor = draw.contrast_factor[idx].to(data.device, data.dtype)[..., None, None, None]
-        data[dev] = torch.maximum(torch.minimum((x - mean) * factor + mean, high), low)
-        return data
+    noise = staticmethod(augment_intensity.noise)
+    blur_kernel = staticmethod(augment_intensity.blur_kernel)
+    blur = staticmethod(augment_intensity.blur)
+    brightness = staticmethod(augment_intensity.brightness)
+    contrast = staticmethod(augment_intensity.contrast)
+    gamma_transform = staticmethod(augment_intensity.gamma_transform)
 
     def low_resolution(self, data: torch.Tensor, draw: AugmentationDraw) -> torch.Tensor:
-        """Nearest-exact downsampling to ``round(size * scale)`` then trilinear upsampling,
-        per chosen (sample, channel), as two gathers and a blend per axis (both interpolations
-        are separable)."""
-        pairs = torch.nonzero(draw.lowres[:, None] & draw.lowres_channels)
-        if pairs.numel() == 0:
-            return data
-        b, c = pairs[:, 0], pairs[:, 1]
-        dev = data.device
-        x = data[b.to(dev), c.to(dev)]  # (m, *patch)
-        m = x.shape[0]
-        scales = draw.lowres_scale[b, c].float().tolist()  # nnU-Net keeps them in float32
-        for axis, size in enumerate(self.patch_size):
-            if self.dummy_2d and axis == 0:
-                continue  # nnU-Net's ignore_axes
-            lo_idx, hi_idx, weight = [], [], []
-            for s in scales:
-                lo, hi, w = _lowres_axis(size, round(size * s))
-                lo_idx.append(lo)
-                hi_idx.append(hi)
-                weight.append(w)
-            view = [m, 1, 1, 1]
-            view[1 + axis] = size
-            lo_t = torch.stack(lo_idx).view(view).to(dev).expand_as(x)
-            hi_t = torch.stack(hi_idx).view(view).to(dev).expand_as(x)
-            w_t = torch.stack(weight).view(view).to(dev, x.dtype)
-            x = torch.lerp(x.gather(1 + axis, lo_t), x.gather(1 + axis, hi_t), w_t)
-        data[b.to(dev), c.to(dev)] = x
-        return data
+        """Simulated low resolution of the chosen (sample, channel) pairs
+        (:func:`.augment_intensity.low_resolution`)."""
+        return augment_intensity.low_resolution(data, draw, self.patch_size, self.dummy_2d)
 
-    @staticmethod
-    def gamma_transform(data: torch.Tensor, apply: torch.Tensor, gamma: torch.Tensor,
-                        invert: bool) -> torch.Tensor:
-        """batchgeneratorsv2's ``GammaTransform`` with statistics retained (p 1), on every
-        channel of the chosen samples; ``invert``: on the negated image."""
-        idx = torch.nonzero(apply).flatten()
-        if idx.numel() == 0:
-            return data
-        dev = idx.to(data.device)
-        x = data[dev]
-        if invert:
-            x = -x
-        flat = x.flatten(2)
-        mean, std = flat.mean(-1), flat.std(-1)
-        low, high = flat.amin(-1), flat.amax(-1)
-
-        def v(t: torch.Tensor) -> torch.Tensor:
-            return t[..., None, None, None]
-
-        span = high - low
-        g = gamma[idx].to(data.device, data.dtype)
-        x = ((x - v(low)) / v(span.clamp(min=EPS))).pow(v(g)) * v(span) + v(low)
-        flat = x.flatten(2)
-        mean_here, std_here = flat.mean(-1), flat.std(-1)
-        x = (x - v(mean_here)) * v(std / std_here.clamp(min=EPS)) + v(mean)
-        data[dev] = -x if invert else x
-        return data
-
-    # mirroring and targets ----------------------------------------------------------------------
-
-    @staticmethod
-    def mirror(data: torch.Tensor, seg: torch.Tensor, draw: AugmentationDraw
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flip each sample along its drawn axes."""
-        for i in range(data.shape[0]):
-            axes = [2 + a for a in range(3) if bool(draw.mirror[i, a])]
-            if axes:
-                data[i] = torch.flip(data[i:i + 1], axes)[0]
-                seg[i] = torch.flip(seg[i:i + 1], axes)[0]
-        return data, seg
+    # targets ------------------------------------------------------------------------------------
 
     def targets(self, data: torch.Tensor, seg: torch.Tensor
                 ) -> list[torch.Tensor] | torch.Tensor:
@@ -496,18 +194,3 @@ class GpuAugmentation:
             shape = [round(p * s) for p, s in zip(target.shape[2:], scales, strict=True)]
             out.append(F.interpolate(as_float, shape, mode="nearest-exact").to(target.dtype))
         return out
-
-
-def _lowres_axis(size: int, small: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Along one axis of ``size`` voxels: ``interpolate(mode='nearest-exact')`` to ``small``,
-    then ``interpolate(mode='linear', align_corners=False)`` back, as source indices into the
-    original axis and a blend weight (PyTorch's index arithmetic, in float32)."""
-    k = torch.arange(small, dtype=torch.float64)
-    down_scale = torch.tensor(size / small, dtype=torch.float32).double()
-    down = torch.clamp(torch.floor((k + 0.5) * down_scale).long(), max=size - 1)
-    j = torch.arange(size, dtype=torch.float32)
-    up_scale = torch.tensor(small / size, dtype=torch.float32)
-    src = torch.clamp(up_scale * (j + 0.5) - 0.5, min=0)
-    lo = src.long()
-    hi = torch.clamp(lo + 1, max=small - 1)
-    return down[lo], down[hi], src - lo
