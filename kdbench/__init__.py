@@ -3,11 +3,12 @@ under one protocol on nnU-Net.
 
 The public surface for plugin authors is importable from here::
 
-    from kdbench import hookimpl, Strategy, HParam
+    from kdbench import hookimpl, Strategy, HParam, BuildContext, StepBatch, TrainRequest
 
 Importing this package loads no plugin and no heavy library (torch, monai, nnunetv2, mlflow).
 """
 
+from kdbench.cases import CaseFiles, Problem, Release
 from kdbench.components import (
     Backbone,
     BackboneOptions,
@@ -21,37 +22,53 @@ from kdbench.components import (
     JobLauncher,
     JobState,
     Metric,
-    ModalityPlan,
     Reporter,
     ReportSection,
     Strategy,
     Teacher,
 )
+from kdbench.components.requests import TrainedModel, TrainRequest, TrainResult
+from kdbench.components.strategy import BuildContext, StepBatch
 from kdbench.errors import KdbenchError, PluginError, ProtocolError
 from kdbench.hookspecs import hookimpl
+from kdbench.types import Budget, EpochReport, Job, JobSpec, Modalities, ModalityPlan, Plan
 from kdbench.version import __version__
 
 __all__ = [
     "Backbone",
     "BackboneOptions",
+    "Budget",
+    "BuildContext",
+    "CaseFiles",
     "Component",
     "Dataset",
     "DatasetOptions",
+    "EpochReport",
     "Executor",
     "ExecutorOptions",
     "Generator",
     "HParam",
+    "Job",
     "JobLauncher",
+    "JobSpec",
     "JobState",
     "KdbenchError",
     "Metric",
+    "Modalities",
     "ModalityPlan",
+    "Plan",
     "PluginError",
+    "Problem",
     "ProtocolError",
+    "Release",
     "ReportSection",
     "Reporter",
+    "StepBatch",
     "Strategy",
     "Teacher",
+    "TrainRequest",
+    "TrainResult",
+    "TrainedModel",
     "__version__",
     "hookimpl",
 ]

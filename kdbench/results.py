@@ -13,8 +13,9 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from kdbench.metrics.job_scores import summary_metric_key
 from kdbench.modalities import label
-from kdbench.tracking import JOB_ID, Tracker, summary_metric_key
+from kdbench.tracking import JOB_ID, Tracker
 from kdbench.types import Job
 
 REGIONS = ("WT", "TC", "ET")

@@ -18,7 +18,8 @@ from typing import Any
 from kdbench.engine.execute import RunSettings, execute_job
 from kdbench.errors import KdbenchError
 from kdbench.registry import Registry
-from kdbench.types import Job, Plan
+from kdbench.tuning.resolved import plan_protocol, require_resolved
+from kdbench.types import Job, JobSpec, Plan
 
 
 @dataclass
@@ -60,9 +61,9 @@ def select_jobs(plan: Plan, only: Sequence[str] | None) -> list[Job]:
 class _Launcher:
     """Starts Jobs for an executor and keeps the progress display up to date."""
 
-    def __init__(self, settings: RunSettings, registry: Registry, total: int,
+    def __init__(self, settings: RunSettings, registry: Registry, plan: Plan, total: int,
                  progress: Any | None, state_dir: Path) -> None:
-        self.settings, self.registry = settings, registry
+        self.settings, self.registry, self.plan = settings, registry, plan
         self.progress = progress
         self._state_dir = state_dir
         self.task = progress.add_task("jobs", total=total) if progress else None
@@ -75,16 +76,23 @@ class _Launcher:
         return report
 
     def run_inline(self, job: Job) -> None:
-        execute_job(job.id, self.settings, self.registry, callbacks=[self._epoch(job)])
+        execute_job(self.plan.spec(job.id), self.settings, self.registry,
+                    callbacks=[self._epoch(job)])
 
     def command(self, job: Job) -> list[str]:
+        """Writes the Job's spec to its folder (``job.json``) and returns the command that
+        runs it: ``kdbench job run --spec`` (the protocol file is not read again)."""
+        from kdbench.engine.job import job_dir
+        from kdbench.engine.spec import SPEC_FILE, write_spec
+
         s = self.settings
+        spec = write_spec(job_dir(s.runs_dir, self.plan, job) / SPEC_FILE,
+                          self.plan.spec(job.id))
         return [sys.executable, "-m", "kdbench", *s.to_args(), "job", "run",
-                str(s.protocol_path), "--job", job.id, "--data-dir", str(s.data_dir),
+                "--spec", str(spec), "--data-dir", str(s.data_dir),
                 "--runs-dir", str(s.runs_dir), "--device", s.device,
                 "--data-workers", str(s.data_workers),
                 *(["--tracking-uri", s.tracking_uri] if s.tracking_uri else []),
-                *(["--storage", s.optuna_storage] if s.optuna_storage else []),
                 *(["--compile"] if s.compile else [])]
 
     def started(self, job: Job) -> None:
@@ -106,6 +114,19 @@ class _Launcher:
     def state_dir(self) -> Path:
         self._state_dir.mkdir(parents=True, exist_ok=True)
         return self._state_dir
+
+
+def job_spec(settings: RunSettings, registry: Registry, job_id: str) -> JobSpec:
+    """The spec of Job ``job_id`` of the protocol in ``settings`` (``kdbench job run PROTOCOL
+    --job ID``): its plan is built, with ``tuned`` values from finished studies."""
+    from kdbench.protocol import load_protocol
+
+    protocol = load_protocol(settings.protocol_path, registry)
+    plan = plan_protocol(protocol, registry, settings.optuna_storage)
+    if job_id not in {j.id for j in plan.jobs}:
+        raise KdbenchError(f"no Job {job_id!r} in protocol {protocol.name!r}; see "
+                           "`kdbench plan`")
+    return plan.spec(job_id)
 
 
 def state_dir(settings: RunSettings, plan: Plan, executor: str) -> Path:
@@ -144,7 +165,6 @@ def run_protocol(
 ) -> RunReport:
     """Run every unfinished Job of the protocol (see the module docstring)."""
     from kdbench.data.protocol_data import ensure_data
-    from kdbench.plan import build_plan
     from kdbench.protocol import load_protocol
     from kdbench.protocol.profile import executor_options
     from kdbench.tracking import Tracker, default_tracking_uri
@@ -154,7 +174,7 @@ def run_protocol(
     protocol = load_protocol(settings.protocol_path, registry)
     cls = registry.executors.get(executor)
     options = executor_options(cls, executor, protocol.executors, profile)
-    plan = build_plan(protocol, registry)
+    plan = plan_protocol(protocol, registry, settings.optuna_storage)
     selected = select_jobs(plan, only)
     settings.tracking_uri = settings.tracking_uri or default_tracking_uri()
     if not dry_run:  # a read-only runs folder or MLflow store: said now, not mid-Job
@@ -171,15 +191,13 @@ def run_protocol(
                        tracker.experiment_name)
     if dry_run or not waves:
         return report
-    from kdbench.tuning.studies import resolve_tuned
-
-    for job in (j for w in waves for j in w):  # a missing study stops before any training
-        resolve_tuned(plan, job, registry, settings.optuna_storage)
+    # an unfinished study stops the run before any training
+    require_resolved(plan, [j for w in waves for j in w], registry, settings.optuna_storage)
     # prepares (idempotently) and asserts no test case is in any training/validation subset;
     # runners started at once on fresh data wait for the first one's preparation
     with data_lock(settings.data_dir):
         ensure_data(protocol, registry, settings.data_dir)
-    launcher = _Launcher(settings, registry, len(report.todo), progress,
+    launcher = _Launcher(settings, registry, plan, len(report.todo), progress,
                          state_dir(settings, plan, executor))
     report.detached = bool(cls(options).execute(waves, launcher, max_parallel=max_parallel))
     return report

@@ -77,13 +77,13 @@ def protocol_status(settings: RunSettings, registry: Registry) -> tuple[Plan, li
     """Every Job of the protocol with its state, in plan order."""
     from kdbench.engine.job import job_dir
     from kdbench.engine.lock import is_held
-    from kdbench.plan import build_plan
     from kdbench.protocol import load_protocol
     from kdbench.runner import state_dir
     from kdbench.tracking import Tracker, default_tracking_uri
+    from kdbench.tuning.resolved import plan_protocol
 
     protocol = load_protocol(settings.protocol_path, registry)
-    plan = build_plan(protocol, registry)
+    plan = plan_protocol(protocol, registry, settings.optuna_storage)
     tracker = Tracker(plan, settings.tracking_uri or default_tracking_uri())
     runs, complete = _latest_runs(tracker)
     scheduled: dict[str, tuple[str, Any]] = {}

@@ -17,13 +17,13 @@ import fcntl
 import os
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from kdbench import environment
 from kdbench.faults import fault_point
-from kdbench.modalities import label, metric_suffix
+from kdbench.modalities import label
 from kdbench.types import Job, Plan
 from kdbench.version import __version__
 
@@ -31,12 +31,6 @@ ENV_TRACKING_URI = "KDBENCH_TRACKING_URI"
 STATUS = "kdbench.status"
 COMPLETE = "complete"
 JOB_ID = "kdbench.job_id"
-
-
-def summary_metric_key(metric: str, region: str, subset: Iterable[str] | None = None) -> str:
-    """The summary metric of a Job's test set: ``test_<metric>_<region>``, and for a Job scored
-    on several subsets ``test_<metric>_<region>_<subset>`` (e.g. ``test_dice_ET_t1ce-flair``)."""
-    return f"test_{metric}_{region}" + (f"_{metric_suffix(subset)}" if subset else "")
 
 
 def local_store(env: str, relative: str, root: Path | None = None) -> str:

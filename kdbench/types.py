@@ -35,6 +35,11 @@ class ModalityPlan:
         """Canonical JSON form (lists in channel order)."""
         return {"training": list(self.training), "evaluate": [list(s) for s in self.evaluate]}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModalityPlan:
+        """The inverse of :meth:`to_json`."""
+        return cls(tuple(data["training"]), tuple(tuple(s) for s in data["evaluate"]))
+
 
 @dataclass
 class Job:
@@ -46,7 +51,8 @@ class Job:
         n: training-set size.
         seed: training seed (also selects the (N, seed) training subset).
         modalities: what it trains with and the subsets it is scored on.
-        hparams: resolved hyper-parameters, or ``{"tuned": budget}``.
+        hparams: resolved hyper-parameters, or ``{"tuned": budget}`` while its study has not
+            finished (such a Job is refused by execution; ``kdbench tune`` resolves it).
         depends_on: role -> id of the Job it needs (``teacher``, ``generator``).
         roles: how the protocol uses it, e.g. ``strategy kd @ t1ce`` or ``teacher of kd @ t1ce``.
         spec: the exact content that was hashed into ``id``.
@@ -84,6 +90,26 @@ class Job:
             "spec": self.spec,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Job:
+        """The inverse of :meth:`to_json` (``kind`` is derived from the roles)."""
+        return cls(
+            id=data["id"], component=data["component"], n=int(data["n"]),
+            seed=int(data["seed"]), modalities=ModalityPlan.from_json(data["modalities"]),
+            hparams=dict(data["hparams"]), depends_on=dict(data["depends_on"]),
+            spec=dict(data["spec"]), roles=list(data.get("roles", [])))
+
+    @property
+    def tuned_study(self) -> str | None:
+        """The Optuna study whose best trial gave its hyper-parameters (``None``: not tuned)."""
+        tuned = self.spec.get("tuned")
+        return tuned.get("study") if isinstance(tuned, dict) else None
+
+    @property
+    def pending_tuning(self) -> bool:
+        """A ``tuned`` Job whose study has not given its values yet."""
+        return "tuned" in self.hparams
+
 
 @dataclass
 class Plan:
@@ -95,6 +121,21 @@ class Plan:
     def job(self, job_id: str) -> Job:
         """The Job with ``job_id``."""
         return next(j for j in self.jobs if j.id == job_id)
+
+    def spec(self, job_id: str) -> JobSpec:
+        """What executing Job ``job_id`` needs: the Job, every Job it depends on (transitively,
+        in plan order) and the protocol."""
+        needed: set[str] = set()
+
+        def add(jid: str) -> None:
+            for dep in self.job(jid).depends_on.values():
+                if dep not in needed:
+                    needed.add(dep)
+                    add(dep)
+
+        add(job_id)
+        return JobSpec(self.job(job_id), tuple(j for j in self.jobs if j.id in needed),
+                       self.protocol)
 
     def waves(self) -> list[list[Job]]:
         """Jobs grouped so that each wave depends only on earlier waves (for job arrays)."""
@@ -146,3 +187,39 @@ class Budget:
     validate_every: int = 1
     checkpoint_every: int = 1
     initial_lr: float | None = None  # None: the backbone's (nnU-Net: 1e-2)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The one thing that crosses from planning into execution: a resolved Job with every Job
+    it depends on and the validated protocol it was planned from (its data, split, seeds,
+    training budget and metrics). Executors ship it as ``job.json``
+    (``kdbench job run --spec job.json``), so running a Job reads no protocol file and builds no
+    plan.
+
+    Attributes:
+        job: the Job to run.
+        dependencies: the Jobs it depends on, transitively, each before its dependents.
+        protocol: the validated :class:`kdbench.protocol.Protocol`.
+    """
+
+    job: Job
+    dependencies: tuple[Job, ...]
+    protocol: Any
+
+    def plan(self) -> Plan:
+        """The sub-plan of the Job and its dependencies."""
+        return Plan(self.protocol, [*self.dependencies, self.job])
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``job.json`` document (``kdbench.engine.spec.read_spec`` reads it back)."""
+        return {
+            "kdbench_job_spec": JOB_SPEC_VERSION,
+            "job": self.job.to_json(),
+            "dependencies": [j.to_json() for j in self.dependencies],
+            "protocol": self.protocol.model_dump(mode="json"),
+        }
+
+
+#: Version of the ``job.json`` document's layout.
+JOB_SPEC_VERSION = 1

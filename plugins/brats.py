@@ -25,8 +25,8 @@ from typing import Literal, NamedTuple
 
 from pydantic import Field
 
-from kdbench import Dataset, DatasetOptions, hookimpl
-from kdbench.cases import CaseFiles, Problem, Release, is_safe_case_id
+from kdbench import CaseFiles, Dataset, DatasetOptions, Problem, Release, hookimpl
+from kdbench.cases import is_safe_case_id
 
 EXCLUDE = "or leave the case out with --exclude-bad"
 GRADE_FOLDERS: tuple[str, ...] = ("HGG", "LGG")

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdbench import HParam, Strategy, hookimpl
-from kdbench.components.strategy import BuildContext, StepBatch
+from kdbench import BuildContext, HParam, StepBatch, Strategy, hookimpl
 from kdbench_plugins.kd import KnowledgeDistillation, binary_kl_to
 
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdbench import HParam, Strategy, hookimpl
-from kdbench.components.strategy import BuildContext, StepBatch
+from kdbench import BuildContext, HParam, StepBatch, Strategy, hookimpl
 
 
 def binary_kl(student_logits: Any, teacher_logits: Any, temperature: float) -> Any:

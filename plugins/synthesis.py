@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from kdbench import HParam, ModalityPlan, Strategy, Teacher, hookimpl
-from kdbench.components.strategy import BuildContext
+from kdbench import BuildContext, HParam, ModalityPlan, Strategy, Teacher, hookimpl
 
 
 class SynthesisThenSegment(Strategy, Teacher):

@@ -73,3 +73,19 @@ def test_slurm_options_documented_as_in_the_code():
         else:
             expected = str(default)
         assert documented == expected, name
+
+
+def test_the_index_lists_every_page_and_nothing_links_outside_the_repository():
+    import re
+
+    root = DOCS.parent
+    index = (DOCS / "index.md").read_text()
+    linked = set(re.findall(r"\]\(([\w./-]+\.md)\)", index))
+    pages = {p.name for p in DOCS.glob("*.md")} - {"index.md"}
+    assert linked == pages
+    for page in [root / "README.md", *DOCS.glob("*.md")]:
+        text = page.read_text()
+        assert "../shared" not in text and "shared/design" not in text, page.name
+        for target in re.findall(r"\]\(([^)#\s]+)\)", text):
+            if "://" not in target:
+                assert (page.parent / target).exists(), f"{page.name} links {target}"

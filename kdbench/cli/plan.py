@@ -37,11 +37,19 @@ def plan(
     compile: Annotated[bool, typer.Option(
         "--compile", help="Estimate the Jobs run with `kdbench run --compile` (the "
         "calibration's compiled step figures).")] = False,
+    storage: Annotated[str | None, typer.Option(
+        "--storage", envvar="KDBENCH_OPTUNA_STORAGE",
+        help="Optuna storage of the tuning studies: a finished study's best values enter its "
+        "tuned Jobs (default: sqlite file optuna/studies.db).")] = None,
     augmentation: Annotated[str | None, typer.Option(
         "--augmentation", help="Estimate as if the backbone's augmentation were nnunet (CPU) "
         "or gpu (default: the protocol's).")] = None,
 ) -> None:
-    """Expand a protocol into its DAG of Jobs (ids, dependencies, waves)."""
+    """Expand a protocol into its DAG of Jobs (ids, dependencies, waves).
+
+    A `tuned` strategy's Jobs carry their study's best values once the study has finished
+    (new ids); before that, and always with --estimate (which prices the tuning too), they
+    carry the tuning budget."""
     from kdbench.errors import KdbenchError
     from kdbench.plan import build_plan
     from kdbench.protocol import load_protocol
@@ -49,7 +57,12 @@ def plan(
     registry = state(ctx).registry()
     result = build_plan(load_protocol(path, registry), registry)
     cost = None
-    if estimate or calibrate or calibration is not None or compile or augmentation:
+    pricing = estimate or calibrate or calibration is not None or compile or augmentation
+    if not pricing:
+        from kdbench.tuning.resolved import resolved_plan
+
+        result = resolved_plan(result, registry, storage)
+    if pricing:
         if calibration is not None and calibrate:
             raise KdbenchError("give either --calibration FILE or --calibrate, not both")
         if calibration_size not in ("brats", "small", "tiny"):

@@ -27,7 +27,7 @@ Workers = Annotated[int, typer.Option("--data-workers", min=0,
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile models (CUDA).")]
 
 
-def _settings(ctx: typer.Context, protocol: Path, data_dir: Path, runs_dir: Path,
+def _settings(ctx: typer.Context, protocol: Path | None, data_dir: Path, runs_dir: Path,
               tracking_uri: str | None, device: str, data_workers: int, compile: bool,
               storage: str | None = None):
     from kdbench.engine.execute import RunSettings
@@ -162,8 +162,12 @@ def status(
 @app.command("run")
 def job_run(
     ctx: typer.Context,
-    protocol: Annotated[Path, typer.Argument(help="Protocol YAML file.")],
-    job: Annotated[str, typer.Option("--job", help="Job id (see `kdbench plan`).")],
+    protocol: Annotated[Path | None, typer.Argument(
+        help="Protocol YAML file (with --job); not needed with --spec.")] = None,
+    job: Annotated[str | None, typer.Option("--job", help="Job id (see `kdbench plan`).")] = None,
+    spec: Annotated[Path | None, typer.Option(
+        "--spec", help="A Job spec (job.json, written by `kdbench run` in the Job's folder): "
+        "runs it without the protocol file.")] = None,
     data_dir: DataDir = Path("data"),
     runs_dir: RunsDir = Path("runs"),
     tracking_uri: TrackingUri = None,
@@ -172,10 +176,23 @@ def job_run(
     compile: Compile = False,
     storage: Storage = None,
 ) -> None:
-    """Run one Job with its MLflow record (idempotent; resumes from its checkpoint)."""
+    """Run one Job with its MLflow record (idempotent; resumes from its checkpoint): from its
+    spec (--spec job.json), or from a protocol and a Job id (PROTOCOL --job ID)."""
     from kdbench.engine.execute import execute_job
 
+    if (spec is None) == (protocol is None or job is None) or (spec and (protocol or job)):
+        raise typer.BadParameter("give either --spec job.json, or PROTOCOL and --job ID",
+                                 param_hint="--spec / PROTOCOL --job")
     settings = _settings(ctx, protocol, data_dir, runs_dir, tracking_uri, device, data_workers,
                          compile, storage)
-    run_id = execute_job(job, settings, state(ctx).registry())
-    console.print(f"[green]ok[/] Job {job}: MLflow run {run_id}")
+    registry = state(ctx).registry()
+    if spec is not None:
+        from kdbench.engine.spec import read_spec
+
+        job_spec = read_spec(spec)
+    else:
+        from kdbench.runner import job_spec as spec_of
+
+        job_spec = spec_of(settings, registry, job)
+    run_id = execute_job(job_spec, settings, registry)
+    console.print(f"[green]ok[/] Job {job_spec.job.id}: MLflow run {run_id}")

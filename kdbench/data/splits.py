@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from kdbench.data.cases import is_safe_case_id
+from kdbench.cases import is_safe_case_id
 from kdbench.errors import KdbenchError
 from kdbench.hashing import content_id
 

@@ -59,7 +59,7 @@ def _is_postgres(url: str) -> bool:
 
 
 def _masked(url: str) -> str:
-    from kdbench.tuning.studies import display_url
+    from kdbench.urls import display_url
 
     return display_url(url)
 

@@ -1,12 +1,16 @@
 """Executing one Job with its record: the unit every executor runs, in-process or not.
 
-``execute_job`` is idempotent: a Job with a complete MLflow run is skipped; otherwise a new run
-is started, the Job trains (resuming from its checkpoint), predicts, is scored on every test
-case and region, and the run is completed (its final tag written last). Epoch reports are also
-appended to ``epochs.jsonl`` in the Job's folder, so a run that completes after a resume still
-holds the whole curve. Only one process runs a Job at a time (``kdbench.engine.lock``, and
-across hosts ``kdbench.engine.claims``): a second one waits, then finds the Job complete. The
-runs folder and a local MLflow store are checked writable first (``kdbench.engine.preflight``).
+``execute_job`` runs a Job spec (:class:`kdbench.types.JobSpec`: the Job, its dependencies and
+the protocol; no protocol file is read and no plan built). It is idempotent: a Job with a
+complete MLflow run is skipped (that record is the one source of "done"); otherwise a new run
+is started, the spec is written to the Job's folder (``job.json``), the Job trains (resuming
+from its checkpoint), predicts, is scored on every test case and region
+(:mod:`kdbench.metrics.job_scores`), and the run is completed (its final tag written last).
+Epoch reports are also appended to ``epochs.jsonl`` in the Job's folder, so a run that
+completes after a resume still holds the whole curve. Only one process runs a Job at a time
+(``kdbench.engine.lock``, and across hosts ``kdbench.engine.claims``): a second one waits, then
+finds the Job complete. The runs folder and a local MLflow store are checked writable first
+(``kdbench.engine.preflight``).
 """
 
 from __future__ import annotations
@@ -22,10 +26,8 @@ from kdbench.engine.job import job_dir, run_job
 from kdbench.engine.preflight import check_outputs
 from kdbench.errors import KdbenchError
 from kdbench.faults import fault_point, fault_scope
-from kdbench.modalities import label
 from kdbench.registry import Registry
-from kdbench.tracking import summary_metric_key
-from kdbench.types import EpochReport, Job, Plan
+from kdbench.types import EpochReport, JobSpec
 
 #: Errors of the storage rather than of the Job: a full disk or quota, a read-only or forbidden
 #: folder (reported as one message).
@@ -36,7 +38,7 @@ _STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 class RunSettings:
     """Where a protocol's Jobs read and write, and how they train."""
 
-    protocol_path: Path
+    protocol_path: Path | None = None  # None: a Job run from its spec alone
     data_dir: Path = Path("data")
     runs_dir: Path = Path("runs")
     tracking_uri: str | None = None
@@ -81,74 +83,28 @@ class EpochLog:
         return [by_epoch[e] for e in sorted(by_epoch) if e not in self.live]
 
 
-def score_job(result: Any, job: Job, data: Any, registry: Registry, metric_names: Any
-              ) -> tuple[Any, dict[str, float]]:
-    """The per-case table of a finished Job on the test set, and its summary means."""
-    import pandas as pd
-
-    from kdbench.metrics.scoring import metric_classes, score_files
-
-    metrics = metric_classes(registry, metric_names)
-    convention = data.dataset.marker["label_convention"]
-    tables = []
-    for subset in job.modalities.evaluate:
-        folder = result.predictions(subset)
-        pairs = {case: (folder / f"{case}.nii.gz", data.dataset.reference(case))
-                 for case in data.splits.test}
-        table = score_files(pairs, metrics, convention)
-        table.insert(0, "subset", label(subset))
-        tables.append(table)
-    if result.synthesis is not None:
-        available = label(job.modalities.evaluate[0])
-        synthesis = pd.read_csv(result.synthesis)
-        synthesis.insert(0, "subset", available)
-        tables += [synthesis, _delta_dice(tables[0], result.path.parent / job.depends_on[
-            "teacher"] / "per_case.csv", available)]
-    per_case = pd.concat(tables, ignore_index=True)
-    summary = {}
-    several = len(job.modalities.evaluate) > 1
-    subsets = {label(s): s for s in job.modalities.evaluate}
-    for (subset, region, metric), values in per_case.groupby(["subset", "region", "metric"])[
-            "value"]:
-        key = summary_metric_key(metric, region, subsets[subset] if several else None)
-        summary[key] = float(values.mean())
-    return per_case, summary
-
-
-def _delta_dice(completed: Any, teacher_table: Path, subset: str) -> Any:
-    """ΔDice per case and region: the segmenter fed the generator-completed input minus the
-    same segmenter fed real input (its own Job's per-case table)."""
-    import pandas as pd
-
-    if not teacher_table.exists():
-        raise KdbenchError(f"{teacher_table} is missing: the generator's ΔDice needs its "
-                           "segmenter Job's per-case table; rerun that Job")
-    real = pd.read_csv(teacher_table)
-    real = real[real["metric"] == "dice"].set_index(["case", "region"])["value"]
-    synth = completed[completed["metric"] == "dice"].set_index(["case", "region"])["value"]
-    delta = (synth - real.reindex(synth.index)).rename("value").reset_index()
-    delta.insert(0, "subset", subset)
-    delta.insert(3, "metric", "delta_dice")
-    return delta
-
-
-def execute_job(job_id: str, settings: RunSettings, registry: Registry | None = None,
+def execute_job(spec: JobSpec, settings: RunSettings, registry: Registry | None = None,
                 callbacks: list[Any] | None = None) -> str:
-    """Run Job ``job_id`` of the protocol with its MLflow record; return the complete run's id.
+    """Run the Job of ``spec`` with its MLflow record; return the complete run's id.
+
+    Nothing is re-read from a protocol file and no plan is built: the spec holds the Job, its
+    dependencies and the validated protocol (``kdbench job run --spec job.json``).
 
     Raises:
-        KdbenchError: unknown Job id, a dependency without a complete run, or any error of the
-            Job itself (its run is then marked FAILED and never counts).
+        KdbenchError: a ``tuned`` Job whose study has not finished, a dependency without a
+            complete run, or any error of the Job itself (its run is then marked FAILED and
+            never counts).
     """
-    from kdbench.plan import build_plan
     from kdbench.plugin_manager import load_plugins
-    from kdbench.protocol import load_protocol
     from kdbench.tracking import Tracker, default_tracking_uri
 
+    job, plan = spec.job, spec.plan()
+    if job.pending_tuning:
+        raise KdbenchError(
+            f"Job {job.id} ({job.component}) uses `tuned` hyper-parameters and was planned "
+            "before its study finished; run `kdbench tune` to the end, then run the protocol "
+            "again (its plan then holds the study's best values, under a new Job id)")
     registry = registry or load_plugins(settings.plugins_dirs)
-    protocol = load_protocol(settings.protocol_path, registry)
-    plan = build_plan(protocol, registry)
-    job = _job(plan, job_id)
     uri = settings.tracking_uri or default_tracking_uri()
     check_outputs(settings.runs_dir, uri)
     tracker = Tracker(plan, uri)
@@ -165,15 +121,16 @@ def execute_job(job_id: str, settings: RunSettings, registry: Registry | None = 
         done = tracker.complete_run(job)  # another process may have finished it meanwhile
         if done is not None:
             return done.info.run_id
-        return _execute(job, plan, protocol, tracker, settings, registry, callbacks, claim)
+        return _execute(spec, tracker, settings, registry, callbacks, claim)
 
 
-def _execute(job: Job, plan: Plan, protocol: Any, tracker: Any, settings: RunSettings,
-             registry: Registry, callbacks: list[Any] | None, claim: Any | None) -> str:
+def _execute(spec: JobSpec, tracker: Any, settings: RunSettings, registry: Registry,
+             callbacks: list[Any] | None, claim: Any | None) -> str:
     from kdbench.data.protocol_data import ensure_data
-    from kdbench.tuning.studies import resolve_tuned
+    from kdbench.engine.spec import SPEC_FILE, write_spec
+    from kdbench.metrics.job_scores import score_job
 
-    job, study = resolve_tuned(plan, job, registry, settings.optuna_storage)
+    job, plan, protocol = spec.job, spec.plan(), spec.protocol
     dependency_runs = {}
     for role, dep_id in sorted(job.depends_on.items()):
         dep = tracker.complete_run(plan.job(dep_id))
@@ -183,11 +140,12 @@ def _execute(job: Job, plan: Plan, protocol: Any, tracker: Any, settings: RunSet
         dependency_runs[role] = dep.info.run_id
     data = ensure_data(protocol, registry, settings.data_dir)
     run_id = tracker.start(job, split_hash=data.splits.seed_hash(job.seed),
-                           dependency_runs=dependency_runs, study=study)
+                           dependency_runs=dependency_runs, study=job.tuned_study)
     folder = job_dir(settings.runs_dir, plan, job)
     folder.mkdir(parents=True, exist_ok=True)
     epochs = EpochLog(folder / "epochs.jsonl", tracker, run_id)
     try:
+        write_spec(folder / SPEC_FILE, spec)
         result = run_job(job, plan, registry, data, settings.runs_dir, device=settings.device,
                          data_workers=settings.data_workers, compile=settings.compile,
                          callbacks=[epochs, *(callbacks or [])])
@@ -198,7 +156,7 @@ def _execute(job: Job, plan: Plan, protocol: Any, tracker: Any, settings: RunSet
         fault_point("score")  # scored, not yet recorded
         if claim is not None:
             claim.check()  # never record a Job whose claim another process may hold now
-        tracker.finish(run_id, [table, folder / "done.json", folder / "job.json"], summary)
+        tracker.finish(run_id, [table, folder / "done.json", folder / SPEC_FILE], summary)
     except BaseException as exc:
         with contextlib.suppress(Exception):  # a store that fails too must not hide the cause
             tracker.fail(run_id)
@@ -209,11 +167,3 @@ def _execute(job: Job, plan: Plan, protocol: Any, tracker: Any, settings: RunSet
                 "from its last checkpoint, and nothing finished is lost") from exc
         raise
     return run_id
-
-
-def _job(plan: Plan, job_id: str) -> Job:
-    try:
-        return plan.job(job_id)
-    except StopIteration:
-        raise KdbenchError(f"no Job {job_id!r} in protocol {plan.protocol.name!r}; "
-                           "see `kdbench plan`") from None

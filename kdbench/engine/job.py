@@ -1,7 +1,10 @@
 """Running one Job of a plan: train -> predict the test cases -> write predictions.
 
 A Job's folder is ``runs/<protocol>/<job id>/``. Training resumes from the checkpoint there;
-``done.json`` is written last, atomically, so a Job is finished exactly when it exists. A
+``done.json``, the record of its outputs (checkpoint, predictions, cases), is written last,
+atomically, so the outputs are complete exactly when it exists. Whether a Job is *done* is its
+MLflow run's word (:mod:`kdbench.engine.execute`): outputs without a complete run are scored
+and recorded again, never trained again. A
 student finds its teacher by the teacher Job's id and loads that Job's final checkpoint.
 Scoring the predictions and recording them in MLflow is the evaluation's work.
 """
@@ -195,7 +198,6 @@ def run_job(
     protocol = plan.protocol
     folder = job_dir(runs_dir, plan, job)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "job.json").write_text(json.dumps(job.to_json(), indent=2, sort_keys=True))
     strategy, result, dependencies, train_cases, unlabelled = train_job(
         job, plan, registry, data, runs_dir, folder, device=device, data_workers=data_workers,
         compile=compile, callbacks=callbacks)

@@ -40,13 +40,13 @@ from kdbench.errors import KdbenchError
 from kdbench.hashing import content_id
 from kdbench.registry import Registry
 from kdbench.types import Job, Plan
+from kdbench.urls import RDB_SCHEMES, display_url
 
 ENV_STORAGE = "KDBENCH_OPTUNA_STORAGE"
 HEARTBEAT = 60  # seconds between two heartbeats of a running trial (shared storages)
 GRACE = 120  # seconds without a heartbeat after which a RUNNING trial is stale
 MAX_RETRY = 3  # times a stale trial's parameters are queued again
 HEARTBEAT_ATTR = "kdbench.heartbeat"  # journal storage: a trial's last beat (epoch seconds)
-RDB_SCHEMES = ("postgresql", "mysql")
 FORMS = ("sqlite:///path/studies.db (one worker), postgresql+psycopg://user:password@host:port/db "
          "(or postgresql://, mysql://), journal:///absolute/path/studies.log")
 _OPENED: dict[tuple[str, int, int], Any] = {}
@@ -57,18 +57,6 @@ def default_storage(root: Path | None = None) -> str:
     from kdbench.tracking import local_store
 
     return local_store(ENV_STORAGE, "optuna/studies.db", root)
-
-
-def display_url(url: str) -> str:
-    """A storage URL fit to print or log: its password, if any, masked."""
-    if url.split(":", 1)[0].split("+", 1)[0] not in RDB_SCHEMES:
-        return url
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a malformed URL is reported by open_storage
-        return url.split("@", 1)[-1]
 
 
 def is_shared(storage: Any) -> bool:
@@ -297,16 +285,6 @@ def _job_with_role(plan: Plan, role: str, n: int, seed: int) -> Job | None:
                 None)
 
 
-def target_for(plan: Plan, job: Job, registry: Registry) -> StudyTarget:
-    """The study whose best parameters the ``tuned`` Job ``job`` uses."""
-    budget = job.hparams["tuned"]
-    for target in study_targets(plan, registry):
-        if _role(target.label, target.scenario) in job.roles and target.n == budget["n"]:
-            return target
-    raise KdbenchError(f"Job {job.id} ({job.component}) is tuned but no study of the protocol "
-                       "serves it")  # pragma: no cover - the plan builds both from one protocol
-
-
 def search_space(job: Job, registry: Registry) -> dict[str, Any]:
     """The tunable hyper-parameters of a Job's strategy (name -> HParam), sorted."""
     from kdbench.components.hparams import search_space as tunable
@@ -319,41 +297,6 @@ def trial_job(template: Job, hparams: dict[str, Any]) -> Job:
     """The template Job with concrete hyper-parameters: the Job a plan would hold for them."""
     spec = {**template.spec, "hparams": hparams}
     return dataclasses.replace(template, id=content_id(spec), hparams=hparams, spec=spec)
-
-
-def best_hparams(plan: Plan, job: Job, registry: Registry, storage: str
-                 ) -> tuple[dict[str, Any], StudyTarget]:
-    """The resolved hyper-parameters of a ``tuned`` Job: the defaults with its study's best
-    trial's values.
-
-    Raises:
-        KdbenchError: the study does not exist or has no complete trial (names it and the
-            command that tunes it).
-    """
-    import optuna
-
-    target = target_for(plan, job, registry)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=target.name, storage=open_storage(storage))
-        params = study.best_trial.params
-    except (KeyError, ValueError):
-        raise KdbenchError(
-            f"strategy {target.label!r} is `tuned` but study {target.name!r} has no complete "
-            f"trial in {display_url(storage)}; run `kdbench tune {plan.protocol.name}.yaml` "
-            "(or pass the --storage it used)") from None
-    cls = registry.strategies.get(job.component)
-    return cls.resolve_hparams(params), target
-
-
-def resolve_tuned(plan: Plan, job: Job, registry: Registry, storage: str | None
-                  ) -> tuple[Job, str | None]:
-    """``job`` itself, or for a ``tuned`` Job the same Job (same id) with its study's best
-    hyper-parameters, and the study's name."""
-    if "tuned" not in job.hparams:
-        return job, None
-    hparams, target = best_hparams(plan, job, registry, storage or default_storage())
-    return dataclasses.replace(job, hparams=hparams), target.name
 
 
 def make_sampler(kind: str, seed: int, *, shared: bool = False) -> Any:

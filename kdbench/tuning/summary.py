@@ -26,6 +26,12 @@ class StudySummary:
     best_params: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     surplus: int = 0  # FAIL trials that only gave way to others (several workers), not failures
+    best_number: int | None = None  # the best trial's number
+
+    @property
+    def finished(self) -> bool:
+        """Its budget of trials is counted: its best values are final."""
+        return self.counted >= self.budget and self.best_number is not None
 
     @property
     def counted(self) -> int:
@@ -55,7 +61,7 @@ def summarise(target: StudyTarget, storage: Any, budget: int) -> StudySummary | 
     return StudySummary(target, states.count("COMPLETE"), states.count("PRUNED"),
                         states.count("FAIL"), budget, None if best is None else best.value,
                         {} if best is None else dict(best.params), history,
-                        states.count("SURPLUS"))
+                        states.count("SURPLUS"), None if best is None else best.number)
 
 
 def trial_state(trial: Any) -> str:

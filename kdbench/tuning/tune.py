@@ -131,7 +131,7 @@ class _Tuner:
         job = self.plan.job(job_id)
         for dep in sorted(job.depends_on.values()):
             self.dependencies_first(dep)
-            execute_job(dep, self.settings, self.registry)
+            execute_job(self.plan.spec(dep), self.settings, self.registry)
 
     def parent_run(self, target: StudyTarget) -> str:
         """The study's MLflow parent run, created by the first worker; workers that create one

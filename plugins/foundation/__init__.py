@@ -21,8 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from kdbench import HParam, KdbenchError, Strategy, Teacher, hookimpl
-from kdbench.components.strategy import BuildContext, StepBatch
+from kdbench import BuildContext, HParam, KdbenchError, StepBatch, Strategy, Teacher, hookimpl
 from kdbench.modalities import MODALITIES, canonical
 
 #: kdbench's output regions, in channel order (nnU-Net's region-based heads).

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdbench import Generator, HParam, Strategy, hookimpl
-from kdbench.components.strategy import BuildContext, StepBatch
+from kdbench import BuildContext, Generator, HParam, StepBatch, Strategy, hookimpl
 
 
 class UNetGenerator(Strategy, Generator):

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kdbench import HParam, ModalityPlan, Strategy
-from kdbench.components.strategy import BuildContext, StepBatch
+from kdbench import BuildContext, HParam, ModalityPlan, StepBatch, Strategy
 
 
 class HeteroModal(Strategy):

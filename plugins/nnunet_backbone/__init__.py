@@ -24,8 +24,8 @@ from kdbench import Backbone, BackboneOptions, hookimpl
 if TYPE_CHECKING:
     import numpy as np
 
+    from kdbench import TrainedModel, TrainRequest, TrainResult
     from kdbench.cases import CaseFiles
-    from kdbench.components.requests import TrainedModel, TrainRequest, TrainResult
 
 
 class NnUNetOptions(BackboneOptions):

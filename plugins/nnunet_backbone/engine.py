@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdbench.components.requests import TrainedModel, TrainRequest, TrainResult
+from kdbench import TrainedModel, TrainRequest, TrainResult
 from kdbench.errors import KdbenchError
 from kdbench.modalities import channel_indices
 from kdbench_plugins.nnunet_backbone.checkpoint import load_checkpoint_file, save_checkpoint_file
@@ -164,7 +164,7 @@ def load_model(trained: TrainedModel, dataset: Any, options: Any, device: str,
     plans = plans or load_plans(dataset, options)
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from kdbench.components.strategy import BuildContext
+    from kdbench import BuildContext
 
     dependencies = {role: load_model(dep, dataset, options, device, plans)
                     for role, dep in trained.dependencies.items()}
