@@ -12,7 +12,10 @@ a GradScaler on CUDA, its validation pseudo-Dice and checkpoints — by subclass
   nnU-Net's own ``train_step``;
 - the split is kdbench's (N, seed) subset, not nnU-Net's folds;
 - checkpoints are written atomically and carry the random states, so that a Job killed
-  mid-training resumes to the same final state as an uninterrupted run;
+  mid-training resumes to the same final state as an uninterrupted run
+  (:mod:`.trainer_checkpoints`);
+- with ``augmentation: gpu`` the loader's workers only load and crop, and each training batch
+  is augmented on the device (:mod:`.trainer_augmentation`);
 - validation Dice goes to callbacks (logging, pruning) every ``validate_every`` epochs.
 
 Never one subclass per strategy: variation is the strategy object, not the trainer class.
@@ -20,7 +23,6 @@ Never one subclass per strategy: variation is the strategy object, not the train
 
 from __future__ import annotations
 
-import random
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,8 +35,9 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from kdbench.components.strategy import BuildContext, StepBatch, Strategy
 from kdbench.modalities import MODALITIES, channel_indices
 from kdbench.types import EpochReport
-from kdbench_plugins.nnunet_backbone.checkpoint import load_checkpoint_file, save_checkpoint_file
 from kdbench_plugins.nnunet_backbone.networks import network_builder
+from kdbench_plugins.nnunet_backbone.trainer_augmentation import DeviceAugmentation
+from kdbench_plugins.nnunet_backbone.trainer_checkpoints import ResumableCheckpoints
 
 CHECKPOINT_LATEST = "checkpoint_latest.pth"
 CHECKPOINT_FINAL = "checkpoint_final.pth"
@@ -82,7 +85,7 @@ def compile_frozen(module: torch.nn.Module, **options: Any) -> torch.nn.Module:
     return module
 
 
-class KdbenchTrainer(nnUNetTrainer):
+class KdbenchTrainer(ResumableCheckpoints, DeviceAugmentation, nnUNetTrainer):
     """nnU-Net's trainer driven by a kdbench strategy (see the module docstring).
 
     The constructor keeps nnU-Net's signature (nnU-Net records its arguments by introspection);
@@ -162,42 +165,6 @@ class KdbenchTrainer(nnUNetTrainer):
     def do_split(self) -> tuple[list[str], list[str]]:
         """kdbench's (N, seed) training and validation cases (never a test case)."""
         return list(self.settings.train_cases), list(self.settings.val_cases)
-
-    # -- augmentation ---------------------------------------------------------------------------
-
-    def get_training_transforms(self, patch_size, rotation_for_DA,  # noqa: ANN001, N803
-                                deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
-                                use_mask_for_norm=None, is_cascaded=False,
-                                foreground_labels=None, regions=None, ignore_label=None) -> Any:
-        """nnU-Net's training transforms (``augmentation: nnunet``); with ``gpu``, none in
-        the loader's workers (they load and crop nnU-Net's initial patch) and the same
-        pipeline, built from these same arguments, for :meth:`train_step` to run on the
-        device."""
-        arguments = (patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
-                     do_dummy_2d_data_aug)
-        if getattr(self, "settings", None) is None or self.settings.augmentation == "nnunet":
-            return nnUNetTrainer.get_training_transforms(
-                *arguments, use_mask_for_norm=use_mask_for_norm, is_cascaded=is_cascaded,
-                foreground_labels=foreground_labels, regions=regions, ignore_label=ignore_label)
-        from kdbench_plugins.nnunet_backbone.gpu_augment import GpuAugmentation
-
-        if is_cascaded:
-            raise ValueError("augmentation 'gpu' does not support nnU-Net's cascade; use "
-                             "augmentation: nnunet")
-        self._gpu_augment = GpuAugmentation(*arguments, use_mask_for_norm=use_mask_for_norm,
-                                            regions=regions, ignore_label=ignore_label)
-        return None
-
-    def _augment_on_device(self, batch: dict) -> dict:
-        """The batch's cropped patches augmented on the device (``augmentation: gpu``). The
-        generator is seeded from torch's global generator, whose state the checkpoints keep, so
-        a resumed run draws the augmentations of an uninterrupted one."""
-        seed = int(torch.randint(0, 2**62, (1,)))
-        generator = torch.Generator().manual_seed(seed)
-        data = batch["data"].to(self.device, non_blocking=True)
-        seg = batch["target"].to(self.device, non_blocking=True)
-        data, target = self._gpu_augment(data, seg, generator)
-        return {**batch, "data": data, "target": target}
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -329,82 +296,3 @@ class KdbenchTrainer(nnUNetTrainer):
         finish = getattr(self._unlabelled, "_finish", None)
         if finish is not None:
             finish()
-
-    # -- checkpoints ----------------------------------------------------------------------------
-
-    def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's checkpoint (the same entries as nnU-Net 2.8's ``save_checkpoint``) plus
-        the random states, written atomically (:func:`.checkpoint.save_checkpoint_file`: a
-        crash never leaves a truncated checkpoint under the real name; a full disk or a
-        read-only folder raises one message naming the file, the previous one intact)."""
-        if self.local_rank != 0:
-            return
-        if self.disable_checkpointing:
-            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
-            return
-        from torch._dynamo import OptimizedModule
-
-        module = self.network.module if self.is_ddp else self.network
-        if isinstance(module, OptimizedModule):
-            module = module._orig_mod
-        save_checkpoint_file({
-            "network_weights": module.state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "grad_scaler_state": (self.grad_scaler.state_dict()
-                                  if self.grad_scaler is not None else None),
-            "logging": self.logger.get_checkpoint(),
-            "_best_ema": self._best_ema,
-            "current_epoch": self.current_epoch + 1,
-            "init_args": self.my_init_kwargs,
-            "trainer_name": self.__class__.__name__,
-            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
-            "kdbench_rng": {
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
-        }, filename)
-
-    def load_checkpoint(self, filename_or_checkpoint: str | dict) -> None:  # type: ignore[override]
-        """The state nnU-Net 2.8's ``load_checkpoint`` sets, from a checkpoint read with
-        ``weights_only=True`` (:func:`.checkpoint.load_checkpoint_file`: nothing but tensors,
-        numbers and numpy arrays is unpickled; nnU-Net's own loader unpickles anything). The
-        random states are restored once training restarts: after :meth:`on_train_start`,
-        whose data-loader start-up draws random numbers in a resumed run as it did at the
-        start of the uninterrupted one.
-        """
-        if not self.was_initialized:
-            self.initialize()
-        checkpoint = (filename_or_checkpoint if isinstance(filename_or_checkpoint, dict)
-                      else load_checkpoint_file(filename_or_checkpoint, self.device))
-        from torch._dynamo import OptimizedModule
-
-        module = self.network.module if self.is_ddp else self.network
-        if isinstance(module, OptimizedModule):
-            module = module._orig_mod
-        own = module.state_dict().keys()
-        weights = {(k[7:] if k not in own and k.startswith("module.") else k): v
-                   for k, v in checkpoint["network_weights"].items()}  # saved from DDP
-        self.my_init_kwargs = checkpoint["init_args"]
-        self.current_epoch = checkpoint["current_epoch"]
-        self.logger.load_checkpoint(checkpoint["logging"])
-        self._best_ema = checkpoint["_best_ema"]
-        self.inference_allowed_mirroring_axes = checkpoint.get(
-            "inference_allowed_mirroring_axes", self.inference_allowed_mirroring_axes)
-        module.load_state_dict(weights)
-        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
-        if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
-            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
-        self._pending_rng = checkpoint.get("kdbench_rng")
-
-    def _restore_rng(self) -> None:
-        rng = getattr(self, "_pending_rng", None)
-        if not rng:
-            return
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"].cpu())  # the checkpoint was read onto the device
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
-        self._pending_rng = None
