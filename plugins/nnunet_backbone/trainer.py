@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from kdbench.components.strategy import BuildContext, StepBatch, Strategy
+from kdbench import BuildContext, StepBatch, Strategy
 from kdbench.modalities import MODALITIES, channel_indices
 from kdbench.types import EpochReport
 from kdbench_plugins.nnunet_backbone.networks import network_builder
