@@ -9,7 +9,6 @@ conventions for empty regions are the BraTS ones (docs/metrics.md). The computat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
 
 import numpy as np
 
@@ -19,27 +18,8 @@ _EMPTY = "both masks empty: {both}; exactly one empty: {one}"
 
 
 class BratsMetric(Metric):
-    """Shared declaration of the BraTS region metrics (not registered itself).
-
-    Attributes:
-        unit: unit of the value (``""`` for a ratio).
-        higher_is_better: ``True``/``False``, or ``None`` for a descriptive value (volumes).
-        definition: the exact definition, shown beside every table that uses the metric.
-    """
-
-    unit: ClassVar[str] = ""
-    higher_is_better: ClassVar[bool | None] = None
-    definition: ClassVar[str] = ""
-
-    def compute(self, pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> float:
-        """The metric of boolean mask ``pred`` against ``ref`` (voxel size ``spacing`` in mm)."""
-        raise NotImplementedError
-
-    @classmethod
-    def describe(cls) -> dict[str, Any]:
-        """The base summary plus unit, direction and definition (for ``kdbench plugins``)."""
-        return {**super().describe(), "unit": cls.unit, "higher_is_better": cls.higher_is_better,
-                "definition": cls.definition}
+    """Shared base of the BraTS region metrics (not registered itself); the declaration
+    (``unit``, ``higher_is_better``, ``definition``, ``compute``) is :class:`kdbench.Metric`'s."""
 
 
 class Dice(BratsMetric):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kdbench.components.base import Component
+from kdbench.components.strategy import Strategy
+from kdbench.components.teacher import TRAINABLE
 from kdbench.types import Modalities, ModalityPlan
 
 if TYPE_CHECKING:
@@ -29,6 +31,17 @@ class Generator(Component):
     """
 
     scoring_teacher: ClassVar[str] = "multi"
+
+    @classmethod
+    def validate_declaration(cls) -> list[str]:
+        problems = super().validate_declaration()
+        if not issubclass(cls, Strategy):
+            problems.append("a generator " + TRAINABLE.format(name=cls.__name__,
+                                                              role="Generator"))
+        if cls.synthesise is Generator.synthesise:
+            problems.append("a generator must implement synthesise(model, inputs) -> missing "
+                            "channels (its point estimate)")
+        return problems
 
     @classmethod
     def generator_plan(cls, training: Modalities, available: Modalities) -> ModalityPlan:

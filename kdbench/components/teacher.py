@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 from kdbench.components.base import Component
+from kdbench.components.strategy import Strategy
 from kdbench.types import Modalities, ModalityPlan
+
+#: Why a teacher or generator must also be a strategy (shown when one is not).
+TRAINABLE = ("is trained as a Job of its own, so it must also derive from kdbench.Strategy "
+             "(e.g. `class {name}(Strategy, {role})`), which gives it build and training_loss")
 
 
 class Teacher(Component):
@@ -18,6 +23,13 @@ class Teacher(Component):
     """
 
     kind: ClassVar[str] = "in-domain"
+
+    @classmethod
+    def validate_declaration(cls) -> list[str]:
+        problems = super().validate_declaration()
+        if not issubclass(cls, Strategy):
+            problems.append("a teacher " + TRAINABLE.format(name=cls.__name__, role="Teacher"))
+        return problems
 
     @classmethod
     def teacher_plan(cls, training: Modalities, available: Modalities | None = None

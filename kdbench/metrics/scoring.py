@@ -36,11 +36,18 @@ MetricLike = Any  # a Metric subclass or an instance of one (duck-typed, see REQ
 
 
 def check_metric(metric: MetricLike) -> None:
-    """Raise :class:`KdbenchError` if ``metric`` lacks what scoring needs (see ``REQUIRED``)."""
+    """Raise :class:`KdbenchError` if ``metric`` lacks what scoring needs (see ``REQUIRED``;
+    a :class:`kdbench.Metric` subclass is held to its declaration, as at registration)."""
+    from kdbench.components import Metric
+
+    name = getattr(metric, "name", repr(metric))
+    cls = metric if isinstance(metric, type) else type(metric)
     missing = [a for a in REQUIRED if not hasattr(metric, a)]
+    problems = cls.validate_declaration() if issubclass(cls, Metric) else []
     if missing:
-        name = getattr(metric, "name", repr(metric))
-        raise KdbenchError(f"metric {name!r} cannot score cases: it lacks {', '.join(missing)} "
+        problems.insert(0, f"it lacks {', '.join(missing)}")
+    if problems:
+        raise KdbenchError(f"metric {name!r} cannot score cases: {'; '.join(problems)} "
                            "(see docs/metrics.md, 'Adding a metric')")
 
 

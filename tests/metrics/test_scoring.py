@@ -176,5 +176,14 @@ def test_a_metric_without_compute_is_refused():
 
         name = "bare"
 
-    with pytest.raises(KdbenchError, match="bare.*lacks unit, higher_is_better, definition"):
+    with pytest.raises(KdbenchError, match="bare.*must implement compute.*definition"):
         check_metric(Bare)
+
+    class Duck:  # not a kdbench.Metric: held to the attributes scoring reads
+        name = "duck"
+
+        def compute(self, pred, ref, spacing):
+            return 0.0
+
+    with pytest.raises(KdbenchError, match="duck.*lacks unit, higher_is_better, definition"):
+        check_metric(Duck)
