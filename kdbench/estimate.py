@@ -128,7 +128,7 @@ def _naive_grid(plan: Plan, costs: dict[str, JobCost],
     naive_h = naive_same_h = 0.0
     naive_n = 0
     for job in plan.jobs:
-        cells = sum(1 for role in job.roles if role.startswith("strategy "))
+        cells = len(job.strategy_roles)
         if cells:
             hours, trainings = with_dependencies(job, naive_costs)
             naive_h += cells * hours

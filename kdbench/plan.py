@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdbench.hashing import content_id
 from kdbench.modalities import label
-from kdbench.types import Job, ModalityPlan, Plan
+from kdbench.types import Job, ModalityPlan, Plan, Role
 
 if TYPE_CHECKING:
     from kdbench.components import Component
@@ -64,7 +64,7 @@ class _Builder:
         seed: int,
         modalities: ModalityPlan,
         depends_on: dict[str, str],
-        role: str,
+        role: Role,
     ) -> str:
         spec = {
             **self.common,
@@ -86,7 +86,7 @@ class _Builder:
 
     def strategy_jobs(self, spec: StrategySpec, scenario: ScenarioSpec, n: int, seed: int) -> None:
         cls = self.registry.strategies.get(spec.name)
-        where = f"{spec.key} @ {scenario.name}"
+        where = Role("strategy", spec.key, scenario.name)
         hparams = (
             self._tuned(n) if spec.hparams == "tuned" else cls.resolve_hparams(spec.hparams)
         )
@@ -94,10 +94,10 @@ class _Builder:
                  "generator": (spec.generator, spec.generator_hparams)}
         for plan in cls.modality_plans(scenario.training, scenario.subsets()):
             deps = self._dependencies(cls, given, scenario, plan, n, seed, where)
-            self.add(cls, hparams, n, seed, plan, deps, f"strategy {where}")
+            self.add(cls, hparams, n, seed, plan, deps, where)
 
     def _dependencies(self, cls: Any, given: dict[str, tuple[str | None, dict[str, Any]]],
-                      scenario: ScenarioSpec, plan: ModalityPlan, n: int, seed: int, where: str
+                      scenario: ScenarioSpec, plan: ModalityPlan, n: int, seed: int, where: Role
                       ) -> dict[str, str]:
         """The Jobs ``cls`` (a strategy, or a teacher that is itself built from others) needs
         for one of its plans: its teacher, then its generator. A generator is scored with the
@@ -110,7 +110,7 @@ class _Builder:
             name, overrides = given.get("teacher", (None, {}))
             teacher = self.registry.teachers.get(name or cls.default_teacher)
             dep_plan = teacher.teacher_plan(scenario.training, subset)
-            role = f"teacher of {where}"
+            role = where.of("teacher")
             deps["teacher"] = self.add(
                 teacher, teacher.resolve_hparams(overrides), n, seed, dep_plan,
                 self._dependencies(teacher, {}, scenario, dep_plan, n, seed, role), role)
@@ -118,15 +118,16 @@ class _Builder:
             name, overrides = given.get("generator", (None, {}))
             generator = self.registry.generators.get(name or cls.default_generator)
             if subset is None:
-                raise ValueError(f"{where}: a strategy with a generator must train one model "
+                raise ValueError(f"{where.label} @ {where.scenario}: a strategy with a "
+                                 "generator must train one model "
                                  f"per available subset, got {len(plan.evaluate)} in one Job")
-            role = f"generator of {where}"
+            role = where.of("generator")
             scorer = deps.get("teacher")
             if scorer is None or self.jobs[scorer].modalities.evaluate != (scenario.training,):
                 scorer_cls = self.registry.teachers.get(generator.scoring_teacher)
                 scorer = self.add(scorer_cls, scorer_cls.resolve_hparams({}), n, seed,
                                   scorer_cls.teacher_plan(scenario.training), {},
-                                  f"teacher of {role}")
+                                  role.of("teacher"))
             deps["generator"] = self.add(
                 generator, generator.resolve_hparams(overrides), n, seed,
                 generator.generator_plan(scenario.training, subset), {"teacher": scorer}, role)

@@ -16,7 +16,7 @@ import pandas as pd
 from kdbench.metrics.job_scores import summary_metric_key
 from kdbench.modalities import label
 from kdbench.tracking import JOB_ID, Tracker
-from kdbench.types import Job
+from kdbench.types import Job, Role
 
 REGIONS = ("WT", "TC", "ET")
 KEYS = ["scenario", "subset", "strategy", "N"]
@@ -53,16 +53,25 @@ def scored_rows(tracker: Tracker) -> Iterator[ScoredRow]:
         if job is None:
             continue
         evaluated = job.modalities.evaluate
-        for role in run.data.tags.get("kdbench.roles", "").split("; "):
-            if not role.startswith("strategy "):
+        for text in run.data.tags.get("kdbench.roles", "").split("; "):
+            role = _role(text)
+            if role is None or not role.is_strategy:
                 continue
-            name, _, scenario = role.removeprefix("strategy ").partition(" @ ")
+            name, scenario = role.label, role.scenario
             for subset in evaluated:
                 shown = subset
                 if len(evaluated) == 1 and len(scenarios.get(scenario, ())) == 1:
                     shown = scenarios[scenario][0]
                 yield ScoredRow(run, job, name, scenario, label(shown),
                                 subset if len(evaluated) > 1 else None)
+
+
+def _role(text: str) -> Role | None:
+    """A recorded role, ``None`` for a tag that is not one (older or foreign runs)."""
+    try:
+        return Role.parse(text)
+    except ValueError:
+        return None
 
 
 def seed_dice(tracker: Tracker) -> pd.DataFrame:

@@ -52,7 +52,7 @@ def select_jobs(plan: Plan, only: Sequence[str] | None) -> list[Job]:
         chosen.setdefault(job.id, job)
 
     for job in plan.jobs:
-        labels = {r.split(" ", 2)[1] for r in job.roles if r.startswith("strategy ")}
+        labels = {r.label for r in job.strategy_roles}
         if job.component in wanted or labels & wanted:
             add(job)
     return [j for j in plan.jobs if j.id in chosen]

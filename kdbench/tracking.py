@@ -193,7 +193,7 @@ class Tracker:
             STATUS: "running",
             "kdbench.component": job.component,
             "kdbench.kind": job.kind,
-            "kdbench.roles": "; ".join(job.roles),
+            "kdbench.roles": "; ".join(str(r) for r in job.roles),
             "kdbench.n": str(job.n),
             "kdbench.seed": str(job.seed),
             "kdbench.training_modalities": label(job.modalities.training),

@@ -41,6 +41,62 @@ class ModalityPlan:
         return cls(tuple(data["training"]), tuple(tuple(s) for s in data["evaluate"]))
 
 
+#: The kinds of role a Job can play, in display order.
+ROLE_KINDS = ("strategy", "teacher", "generator")
+
+
+@dataclass(frozen=True, order=True)
+class Role:
+    """How the protocol uses a Job: a strategy's own Job, or a dependency of one.
+
+    Attributes:
+        kind: ``strategy``, ``teacher`` or ``generator``.
+        label: the strategy's label in the protocol (its ``key``) that the Job serves.
+        scenario: the scenario's name.
+        via: for a dependency of a dependency, the roles in between, nearest the strategy last
+            (``("generator",)`` for the teacher that scores a strategy's generator).
+
+    ``str(role)`` is the form shown and recorded (``strategy kd @ t1ce``, ``teacher of kd @
+    t1ce``, ``teacher of generator of genkd @ t1ce``); :meth:`parse` reads it back.
+    """
+
+    kind: str
+    label: str
+    scenario: str
+    via: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ROLE_KINDS or any(v not in ROLE_KINDS[1:] for v in self.via):
+            raise ValueError(f"role kinds are {ROLE_KINDS}, got {self.kind!r} via {self.via}")
+
+    @property
+    def is_strategy(self) -> bool:
+        """The strategy's own Job (scored and compared), not a dependency."""
+        return self.kind == "strategy"
+
+    def of(self, kind: str) -> Role:
+        """The role of a ``kind`` Job this role's Job depends on."""
+        via = () if self.is_strategy else (*self.via, self.kind)
+        return Role(kind, self.label, self.scenario, via)
+
+    def __str__(self) -> str:
+        where = f"{self.label} @ {self.scenario}"
+        if self.is_strategy:
+            return f"strategy {where}"
+        return " of ".join((self.kind, *reversed(self.via), where))
+
+    @classmethod
+    def parse(cls, text: str) -> Role:
+        """The inverse of ``str``; ``ValueError`` for anything else."""
+        head, sep, scenario = text.rpartition(" @ ")
+        words = head.split(" of ") if sep else []
+        if len(words) == 1 and words[0].startswith("strategy "):
+            return cls("strategy", words[0].removeprefix("strategy "), scenario)
+        if len(words) >= 2 and words[0] != "strategy":
+            return cls(words[0], words[-1], scenario, tuple(reversed(words[1:-1])))
+        raise ValueError(f"not a role: {text!r}")
+
+
 @dataclass
 class Job:
     """One node of the plan.
@@ -54,7 +110,8 @@ class Job:
         hparams: resolved hyper-parameters, or ``{"tuned": budget}`` while its study has not
             finished (such a Job is refused by execution; ``kdbench tune`` resolves it).
         depends_on: role -> id of the Job it needs (``teacher``, ``generator``).
-        roles: how the protocol uses it, e.g. ``strategy kd @ t1ce`` or ``teacher of kd @ t1ce``.
+        roles: how the protocol uses it (:class:`Role`), e.g. ``strategy kd @ t1ce`` or
+            ``teacher of kd @ t1ce``.
         spec: the exact content that was hashed into ``id``.
     """
 
@@ -66,14 +123,21 @@ class Job:
     hparams: dict[str, Any]
     depends_on: dict[str, str]
     spec: dict[str, Any]
-    roles: list[str] = field(default_factory=list)
+    roles: list[Role] = field(default_factory=list)
 
     @property
     def kind(self) -> str:
         """The kinds of its roles, e.g. ``strategy+teacher`` for a shared ``multi``."""
-        kinds = sorted({r.split(" ", 1)[0] for r in self.roles}, key=("strategy", "teacher",
-                                                                       "generator").index)
-        return "+".join(kinds)
+        return "+".join(sorted({r.kind for r in self.roles}, key=ROLE_KINDS.index))
+
+    def has_role(self, role: Role) -> bool:
+        """Whether the protocol uses it as ``role``."""
+        return role in self.roles
+
+    @property
+    def strategy_roles(self) -> list[Role]:
+        """Its roles as a strategy's own Job (scored and compared)."""
+        return [r for r in self.roles if r.is_strategy]
 
     def to_json(self) -> dict[str, Any]:
         """JSON form for ``kdbench plan --json``."""
@@ -86,7 +150,7 @@ class Job:
             "modalities": self.modalities.to_json(),
             "hparams": self.hparams,
             "depends_on": dict(sorted(self.depends_on.items())),
-            "roles": self.roles,
+            "roles": [str(r) for r in self.roles],
             "spec": self.spec,
         }
 
@@ -97,7 +161,7 @@ class Job:
             id=data["id"], component=data["component"], n=int(data["n"]),
             seed=int(data["seed"]), modalities=ModalityPlan.from_json(data["modalities"]),
             hparams=dict(data["hparams"]), depends_on=dict(data["depends_on"]),
-            spec=dict(data["spec"]), roles=list(data.get("roles", [])))
+            spec=dict(data["spec"]), roles=[Role.parse(r) for r in data.get("roles", [])])
 
     @property
     def tuned_study(self) -> str | None:

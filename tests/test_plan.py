@@ -6,6 +6,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
 from helpers import DEMO, run_cli
 
 from kdbench.plan import build_plan
@@ -30,7 +31,7 @@ def test_demo_plan_shape(registry):
             assert [len(by[c]) for c in ("mono", "multi", "kd")] == [1, 1, 1]
             teacher = by["multi"][0]
             assert teacher.modalities.training == ("t1", "t1ce", "t2", "flair")
-            assert sorted(teacher.roles) == ["strategy multi @ t1ce_only",
+            assert sorted(map(str, teacher.roles)) == ["strategy multi @ t1ce_only",
                                              "teacher of kd @ t1ce_only"]
             (kd,) = by["kd"]
             assert kd.depends_on == {"teacher": teacher.id}
@@ -161,3 +162,31 @@ def test_two_distillation_strategies_share_one_teacher_job(registry, demo_data,
             assert job.depends_on == {"teacher": teacher.id}
     students = {j.component for j in plan.jobs if j.depends_on}
     assert students == {"kd", "genkd_like"}
+
+
+@pytest.mark.parametrize("text", [
+    "strategy kd @ t1ce_only",
+    "teacher of kd @ t1ce_only",
+    "generator of genkd_ft @ flair",
+    "teacher of generator of genkd @ t1ce_only",
+    "teacher of generator of teacher of kd @ all",
+])
+def test_a_role_reads_back_from_its_recorded_form(text):
+    from kdbench.types import Role
+
+    role = Role.parse(text)
+    assert str(role) == text
+    assert role.is_strategy == text.startswith("strategy ")
+    assert role.label in text and role.scenario == text.rsplit(" @ ", 1)[1]
+
+
+def test_roles_nest_through_their_dependencies():
+    from kdbench.types import Role
+
+    strategy = Role("strategy", "genkd", "t1ce_only")
+    scorer = strategy.of("generator").of("teacher")
+    assert str(scorer) == "teacher of generator of genkd @ t1ce_only"
+    assert (scorer.label, scorer.via) == ("genkd", ("generator",))
+    for bad in ("strategy of kd @ s", "kd", "mentor of kd @ s"):
+        with pytest.raises(ValueError):
+            Role.parse(bad)

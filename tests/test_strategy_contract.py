@@ -200,7 +200,7 @@ def test_strategy_meets_the_contract(grid, name):
     from kdbench.tracking import COMPLETE, STATUS
     from kdbench.types import Budget
 
-    jobs = [j for j in grid.plan.jobs if f"strategy {name} @ {SCENARIO}" in j.roles]
+    jobs = [j for j in grid.plan.jobs if f"strategy {name} @ {SCENARIO}" in map(str, j.roles)]
     assert jobs, f"{name}: the plan has no Job for it"
     assert name not in grid.failures, f"{name}: its Jobs failed:\n{grid.failures[name]}"
     needed = list({j.id: j for job in jobs for j in _closure(grid, job)}.values())

@@ -18,7 +18,7 @@ from typing import Any
 from kdbench.errors import KdbenchError
 from kdbench.hashing import content_id
 from kdbench.registry import Registry
-from kdbench.types import Job, Plan
+from kdbench.types import Job, Plan, Role
 
 
 def resolved_plan(plan: Plan, registry: Registry, storage: str | None) -> Plan:
@@ -65,7 +65,7 @@ def _study_of(job: Job, finished: list[Any]) -> Any | None:
     n = job.hparams["tuned"]["n"]
     for summary in finished:
         target = summary.target
-        if f"strategy {target.label} @ {target.scenario}" in job.roles and target.n == n:
+        if job.has_role(Role("strategy", target.label, target.scenario)) and target.n == n:
             return summary
     return None
 
@@ -80,8 +80,8 @@ def pending_message(plan: Plan, jobs: list[Job], registry: Registry, storage: st
     budget = plan.protocol.tuning.trials
     lines = []
     for target in study_targets(plan, registry):
-        role = f"strategy {target.label} @ {target.scenario}"
-        if not any(role in j.roles and j.hparams["tuned"]["n"] == target.n for j in jobs):
+        role = Role("strategy", target.label, target.scenario)
+        if not any(j.has_role(role) and j.hparams["tuned"]["n"] == target.n for j in jobs):
             continue
         summary = summarise(target, storage, budget)
         state = ("does not exist" if summary is None else

@@ -39,7 +39,7 @@ from typing import Any
 from kdbench.errors import KdbenchError
 from kdbench.hashing import content_id
 from kdbench.registry import Registry
-from kdbench.types import Job, Plan
+from kdbench.types import Job, Plan, Role
 from kdbench.urls import RDB_SCHEMES, display_url
 
 ENV_STORAGE = "KDBENCH_OPTUNA_STORAGE"
@@ -247,8 +247,8 @@ class StudyTarget:
         return self.name.replace("/", "_")
 
 
-def _role(label: str, scenario: str) -> str:
-    return f"strategy {label} @ {scenario}"
+def _role(label: str, scenario: str) -> Role:
+    return Role("strategy", label, scenario)
 
 
 def study_targets(plan: Plan, registry: Registry) -> list[StudyTarget]:
@@ -280,8 +280,8 @@ def study_targets(plan: Plan, registry: Registry) -> list[StudyTarget]:
     return targets
 
 
-def _job_with_role(plan: Plan, role: str, n: int, seed: int) -> Job | None:
-    return next((j for j in plan.jobs if role in j.roles and j.n == n and j.seed == seed),
+def _job_with_role(plan: Plan, role: Role, n: int, seed: int) -> Job | None:
+    return next((j for j in plan.jobs if j.has_role(role) and j.n == n and j.seed == seed),
                 None)
 
 

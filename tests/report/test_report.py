@@ -35,7 +35,7 @@ def record(plan, uri: str, folder) -> Tracker:
     tracker = Tracker(plan, uri)
     rng = np.random.default_rng(0)
     for job in plan.jobs:
-        if not any(r.startswith("strategy ") for r in job.roles):
+        if not job.strategy_roles:
             continue
         rows = []
         for subset in job.modalities.evaluate:
