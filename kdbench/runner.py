@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdbench.engine.execute import RunSettings, execute_job
+from kdbench.engine.execute import ExecutionSettings, execute_job
 from kdbench.errors import KdbenchError
 from kdbench.registry import Registry
 from kdbench.tuning.resolved import plan_protocol, require_resolved
@@ -61,7 +61,7 @@ def select_jobs(plan: Plan, only: Sequence[str] | None) -> list[Job]:
 class _Launcher:
     """Starts Jobs for an executor and keeps the progress display up to date."""
 
-    def __init__(self, settings: RunSettings, registry: Registry, plan: Plan, total: int,
+    def __init__(self, settings: ExecutionSettings, registry: Registry, plan: Plan, total: int,
                  progress: Any | None, state_dir: Path) -> None:
         self.settings, self.registry, self.plan = settings, registry, plan
         self.progress = progress
@@ -116,7 +116,7 @@ class _Launcher:
         return self._state_dir
 
 
-def job_spec(settings: RunSettings, registry: Registry, job_id: str) -> JobSpec:
+def job_spec(settings: ExecutionSettings, registry: Registry, job_id: str) -> JobSpec:
     """The spec of Job ``job_id`` of the protocol in ``settings`` (``kdbench job run PROTOCOL
     --job ID``): its plan is built, with ``tuned`` values from finished studies."""
     from kdbench.protocol import load_protocol
@@ -129,7 +129,7 @@ def job_spec(settings: RunSettings, registry: Registry, job_id: str) -> JobSpec:
     return plan.spec(job_id)
 
 
-def state_dir(settings: RunSettings, plan: Plan, executor: str) -> Path:
+def state_dir(settings: ExecutionSettings, plan: Plan, executor: str) -> Path:
     """Where executor ``executor`` keeps its records of ``plan``'s Jobs."""
     return Path(settings.runs_dir) / plan.protocol.name / "executors" / executor
 
@@ -153,7 +153,7 @@ def data_lock(data_dir: Path) -> Iterator[None]:
 
 
 def run_protocol(
-    settings: RunSettings,
+    settings: ExecutionSettings,
     registry: Registry,
     *,
     executor: str = "inline",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdbench.engine.execute import RunSettings
+from kdbench.engine.execute import ExecutionSettings
 from kdbench.registry import Registry
 from kdbench.types import Job, Plan
 
@@ -73,7 +73,8 @@ def _state(run: Any, done: bool, scheduled: Any | None, held: bool) -> str:
     return "todo" if run is None else "failed"
 
 
-def protocol_status(settings: RunSettings, registry: Registry) -> tuple[Plan, list[JobStatus]]:
+def protocol_status(settings: ExecutionSettings, registry: Registry
+                    ) -> tuple[Plan, list[JobStatus]]:
     """Every Job of the protocol with its state, in plan order."""
     from kdbench.engine.job import job_dir
     from kdbench.engine.lock import is_held

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from helpers import ROOT, phantom_protocol, prepared_source, run_cli
 
-from kdbench.engine.execute import RunSettings
+from kdbench.engine.execute import ExecutionSettings
 from kdbench.plan import build_plan
 from kdbench.protocol import load_protocol
 from kdbench.runner import run_protocol, select_jobs
@@ -40,7 +40,7 @@ def grid(tmp_path_factory, registry, prepared_phantom):
 
 def _settings(grid, name):
     root = grid["root"]
-    return RunSettings(grid["protocol"], grid["data"], root / name / "runs",
+    return ExecutionSettings(grid["protocol"], grid["data"], root / name / "runs",
                        f"sqlite:///{root / name / 'mlflow.db'}")
 
 

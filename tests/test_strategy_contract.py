@@ -129,7 +129,7 @@ def tutorial_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, prepared_phantom, tutorial_folder) -> Grid:
     from kdbench.data.protocol_data import ensure_data
-    from kdbench.engine.execute import RunSettings
+    from kdbench.engine.execute import ExecutionSettings
     from kdbench.plan import build_plan
     from kdbench.protocol import load_protocol
     from kdbench.runner import run_protocol
@@ -152,7 +152,7 @@ def grid(tmp_path_factory, prepared_phantom, tutorial_folder) -> Grid:
     protocol = load_protocol(path, registry)
     data = ensure_data(protocol, registry, data_dir)
     plan = build_plan(protocol, registry)
-    settings = RunSettings(path, data_dir, root / "runs", f"sqlite:///{root / 'mlflow.db'}",
+    settings = ExecutionSettings(path, data_dir, root / "runs", f"sqlite:///{root / 'mlflow.db'}",
                            plugins_dirs=dirs)
     failures: dict[str, str] = {}
     for name in CONTRACT:  # `kdbench run --only NAME`: its Jobs and what they need, once

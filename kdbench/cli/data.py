@@ -41,7 +41,7 @@ def synth(
     ] = None,
 ) -> None:
     """Write a synthetic BraTS-layout release (the phantom by default)."""
-    from kdbench.data.synthesize import synthesize
+    from kdbench.data.synthetic import generate_synthetic
 
     registry = state(ctx).registry()
     options: dict[str, object] = {}
@@ -51,7 +51,7 @@ def synth(
         spec = load_protocol(protocol, registry).dataset
         dataset, options = spec.source, dict(spec.options)
     options.update(_parse_options(option or []))
-    folder = synthesize(registry, dataset, out, options)
+    folder = generate_synthetic(registry, dataset, out, options)
     console.print(f"[green]ok[/] {esc(dataset)} written to {esc(folder)}")
 
 

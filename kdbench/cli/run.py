@@ -30,10 +30,10 @@ Compile = Annotated[bool, typer.Option("--compile", help="torch.compile models (
 def _settings(ctx: typer.Context, protocol: Path | None, data_dir: Path, runs_dir: Path,
               tracking_uri: str | None, device: str, data_workers: int, compile: bool,
               storage: str | None = None):
-    from kdbench.engine.execute import RunSettings
+    from kdbench.engine.execute import ExecutionSettings
 
-    return RunSettings(protocol, data_dir, runs_dir, tracking_uri, device, data_workers, compile,
-                       list(state(ctx).plugins_dirs), storage)
+    return ExecutionSettings(protocol, data_dir, runs_dir, tracking_uri, device, data_workers,
+                             compile, list(state(ctx).plugins_dirs), storage)
 
 
 def run(

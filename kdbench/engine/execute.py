@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdbench.engine.job import job_dir, run_job
+from kdbench.engine.job import job_dir, train_and_predict
 from kdbench.engine.preflight import check_outputs
 from kdbench.errors import KdbenchError
 from kdbench.faults import fault_point, fault_scope
@@ -35,7 +35,7 @@ _STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 
 
 @dataclass
-class RunSettings:
+class ExecutionSettings:
     """Where a protocol's Jobs read and write, and how they train."""
 
     protocol_path: Path | None = None  # None: a Job run from its spec alone
@@ -83,7 +83,7 @@ class EpochLog:
         return [by_epoch[e] for e in sorted(by_epoch) if e not in self.live]
 
 
-def execute_job(spec: JobSpec, settings: RunSettings, registry: Registry | None = None,
+def execute_job(spec: JobSpec, settings: ExecutionSettings, registry: Registry | None = None,
                 callbacks: list[Any] | None = None) -> str:
     """Run the Job of ``spec`` with its MLflow record; return the complete run's id.
 
@@ -124,7 +124,7 @@ def execute_job(spec: JobSpec, settings: RunSettings, registry: Registry | None 
         return _execute(spec, tracker, settings, registry, callbacks, claim)
 
 
-def _execute(spec: JobSpec, tracker: Any, settings: RunSettings, registry: Registry,
+def _execute(spec: JobSpec, tracker: Any, settings: ExecutionSettings, registry: Registry,
              callbacks: list[Any] | None, claim: Any | None) -> str:
     from kdbench.data.protocol_data import ensure_data
     from kdbench.engine.spec import SPEC_FILE, write_spec
@@ -146,9 +146,10 @@ def _execute(spec: JobSpec, tracker: Any, settings: RunSettings, registry: Regis
     epochs = EpochLog(folder / "epochs.jsonl", tracker, run_id)
     try:
         write_spec(folder / SPEC_FILE, spec)
-        result = run_job(job, plan, registry, data, settings.runs_dir, device=settings.device,
-                         data_workers=settings.data_workers, compile=settings.compile,
-                         callbacks=[epochs, *(callbacks or [])])
+        result = train_and_predict(job, plan, registry, data, settings.runs_dir,
+                                   device=settings.device, data_workers=settings.data_workers,
+                                   compile=settings.compile,
+                                   callbacks=[epochs, *(callbacks or [])])
         tracker.log_epochs(run_id, epochs.earlier())
         per_case, summary = score_job(result, job, data, registry, protocol.metrics)
         table = folder / "per_case.csv"

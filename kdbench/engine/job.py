@@ -121,7 +121,7 @@ def _check_cases(job: Job, chosen: tuple[str, ...], allowed: tuple[str, ...], ho
                            f"{where}: {outside[:5]}; a strategy may only narrow them")
 
 
-def train_job(
+def train_model(
     job: Job,
     plan: Plan,
     registry: Registry,
@@ -175,7 +175,7 @@ def train_job(
     return strategy, result, dependencies, train_cases, unlabelled
 
 
-def run_job(
+def train_and_predict(
     job: Job,
     plan: Plan,
     registry: Registry,
@@ -198,7 +198,7 @@ def run_job(
     protocol = plan.protocol
     folder = job_dir(runs_dir, plan, job)
     folder.mkdir(parents=True, exist_ok=True)
-    strategy, result, dependencies, train_cases, unlabelled = train_job(
+    strategy, result, dependencies, train_cases, unlabelled = train_model(
         job, plan, registry, data, runs_dir, folder, device=device, data_workers=data_workers,
         compile=compile, callbacks=callbacks)
     backbone_cls = registry.backbones.get(protocol.backbone.name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kdbench.engine.execute import RunSettings
+from kdbench.engine.execute import ExecutionSettings
 from kdbench.registry import Registry
 from kdbench.tuning.studies import StudyTarget
 
@@ -71,7 +71,8 @@ def trial_state(trial: Any) -> str:
     return trial.state.name
 
 
-def show(settings: RunSettings, registry: Registry, storage: str) -> list[StudySummary | None]:
+def show(settings: ExecutionSettings, registry: Registry, storage: str
+         ) -> list[StudySummary | None]:
     """The summary of every study of the protocol (``None`` for one not started)."""
     from kdbench.plan import build_plan
     from kdbench.protocol import load_protocol

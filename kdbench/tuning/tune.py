@@ -51,7 +51,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kdbench.engine.execute import RunSettings
+from kdbench.engine.execute import ExecutionSettings
 from kdbench.errors import KdbenchError
 from kdbench.registry import Registry
 from kdbench.tuning.studies import GRACE, HEARTBEAT, StudyTarget
@@ -85,7 +85,7 @@ class _QuietSurplus(logging.Filter):
 
 
 class _Tuner:
-    def __init__(self, settings: RunSettings, registry: Registry, storage: str,
+    def __init__(self, settings: ExecutionSettings, registry: Registry, storage: str,
                  progress: Callable[[str], None], *, workers: int = 1, worker_index: int = 0,
                  heartbeat: int = HEARTBEAT, grace: int = GRACE) -> None:
         import optuna
@@ -317,7 +317,7 @@ class _Tuner:
         import optuna
         from mlflow.entities import Metric, Param, RunTag
 
-        from kdbench.engine.job import train_job
+        from kdbench.engine.job import train_model
         from kdbench.tuning.studies import search_space, trial_job
 
         cls = self.registry.strategies.get(target.template.component)
@@ -349,7 +349,7 @@ class _Tuner:
         folder.mkdir(parents=True, exist_ok=True)
         state, status = "FAIL", "FAILED"
         try:
-            train_job(job, self.plan, self.registry, self.data, self.settings.runs_dir, folder,
+            train_model(job, self.plan, self.registry, self.data, self.settings.runs_dir, folder,
                       device=self.settings.device, data_workers=self.settings.data_workers,
                       compile=self.settings.compile, callbacks=[report])
             state, status = "COMPLETE", "FINISHED"
@@ -397,7 +397,7 @@ class _Tuner:
         self.client.set_terminated(parent, status="FINISHED")
 
 
-def tune_protocol(settings: RunSettings, registry: Registry, storage: str,
+def tune_protocol(settings: ExecutionSettings, registry: Registry, storage: str,
                   progress: Callable[[str], None] = lambda _: None, *, workers: int = 1,
                   worker_index: int | None = None, heartbeat: int = HEARTBEAT,
                   grace: int = GRACE) -> list[StudySummary]:
@@ -426,7 +426,7 @@ def tune_protocol(settings: RunSettings, registry: Registry, storage: str,
     return [tuner.tune(target) for target in tuner.targets]
 
 
-def _launch(settings: RunSettings, registry: Registry, storage: str,
+def _launch(settings: ExecutionSettings, registry: Registry, storage: str,
             progress: Callable[[str], None], workers: int, base: int, heartbeat: int,
             grace: int) -> list[StudySummary]:
     """Prepare every study here (data, dependency Jobs, studies, parent runs), then run

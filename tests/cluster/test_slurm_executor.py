@@ -18,7 +18,7 @@ import pytest
 import yaml
 from helpers import phantom_protocol, run_cli
 
-from kdbench.engine.execute import RunSettings
+from kdbench.engine.execute import ExecutionSettings
 from kdbench.plan import build_plan
 from kdbench.protocol import load_protocol
 from kdbench.tracking import COMPLETE, JOB_ID, STATUS, Tracker
@@ -141,7 +141,7 @@ def test_an_interrupted_grid_is_finished_by_resubmitting_the_same_command(
     assert again.stdout.count("not submitted again") == 3
     assert len(records.read_text().splitlines()) == 3
 
-    settings = RunSettings(protocol, data_dir, runs_dir, tracking_server)
+    settings = ExecutionSettings(protocol, data_dir, runs_dir, tracking_server)
     for key, value in slurm_env.items():  # status asks SLURM (sacct) from this process
         monkeypatch.setenv(key, value)
     # kill the first wave while it trains: its tasks end CANCELLED, kd's array is cancelled

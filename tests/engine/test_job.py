@@ -9,7 +9,7 @@ import pytest
 from kdbench.data.protocol_data import ProtocolData
 from kdbench.data.split_files import save_splits
 from kdbench.data.splits import make_splits
-from kdbench.engine.job import finished, run_job
+from kdbench.engine.job import finished, train_and_predict
 from kdbench.errors import KdbenchError
 from kdbench.plan import build_plan
 from kdbench.protocol import load_protocol
@@ -37,12 +37,12 @@ def test_teacher_then_student(tiny_plan, prepared_phantom, registry, tmp_path):
     assert (teacher.component, student.component) == ("multi", "kd")
     runs = tmp_path / "runs"
     with pytest.raises(KdbenchError, match=f"teacher Job {teacher.id} .* has not finished"):
-        run_job(student, tiny_plan, registry, data, runs)
+        train_and_predict(student, tiny_plan, registry, data, runs)
 
-    done = run_job(teacher, tiny_plan, registry, data, runs)
+    done = train_and_predict(teacher, tiny_plan, registry, data, runs)
     assert done.checkpoint.exists() and finished(runs, tiny_plan, teacher) is not None
     reports = []
-    result = run_job(student, tiny_plan, registry, data, runs, callbacks=[reports.append])
+    result = train_and_predict(student, tiny_plan, registry, data, runs, callbacks=[reports.append])
     assert result.record["teacher"] == teacher.id
     assert result.record["splits"]["seed_hash"] == splits.seed_hash(0)
     assert set(reports[-1].train_terms) == {"loss", "supervised", "distillation"}
@@ -53,4 +53,4 @@ def test_teacher_then_student(tiny_plan, prepared_phantom, registry, tmp_path):
     record = json.loads((result.path / "done.json").read_text())
     assert record == result.record
     # finished Jobs are not run again
-    assert run_job(student, tiny_plan, registry, data, runs).record == record
+    assert train_and_predict(student, tiny_plan, registry, data, runs).record == record

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from helpers import phantom_protocol, prepared_source, run_cli
 
-from kdbench.engine.execute import RunSettings, execute_job
+from kdbench.engine.execute import ExecutionSettings, execute_job
 from kdbench.engine.spec import read_spec, write_spec
 from kdbench.errors import KdbenchError
 from kdbench.plan import build_plan
@@ -110,7 +110,7 @@ def test_a_tuned_job_takes_its_finished_studys_best_values(tmp_path, registry):
     half = resolved_plan(plan, registry, storage)  # 1 of 2 trials: still the placeholder
     assert kd_job(half) == placeholder
     with pytest.raises(KdbenchError, match="planned before its study finished"):
-        execute_job(half.spec(placeholder.id), RunSettings(runs_dir=tmp_path / "runs"),
+        execute_job(half.spec(placeholder.id), ExecutionSettings(runs_dir=tmp_path / "runs"),
                     registry)
     assert not (tmp_path / "runs").exists()  # refused before anything is written
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from helpers import ROOT
 
-from kdbench.engine.execute import RunSettings
+from kdbench.engine.execute import ExecutionSettings
 from kdbench.tracking import COMPLETE, JOB_ID, STATUS, Tracker
 from kdbench.types import Plan
 
@@ -32,11 +32,11 @@ class Grid:
     protocol: Path
     data_dir: Path
     plan: Plan
-    reference: RunSettings
+    reference: ExecutionSettings
 
-    def settings(self, root: Path, data_dir: Path | None = None) -> RunSettings:
+    def settings(self, root: Path, data_dir: Path | None = None) -> ExecutionSettings:
         """Fresh runs folder and MLflow database under ``root``."""
-        return RunSettings(self.protocol, data_dir or self.data_dir, root / "runs",
+        return ExecutionSettings(self.protocol, data_dir or self.data_dir, root / "runs",
                            f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
 
 
@@ -72,7 +72,7 @@ def kdbench(*args: str, env: dict[str, str] | None = None, **popen: Any) -> subp
                             text=True, **popen)
 
 
-def run_args(settings: RunSettings, *extra: str) -> list[str]:
+def run_args(settings: ExecutionSettings, *extra: str) -> list[str]:
     """``run PROTOCOL`` with the settings' folders and tracking URI."""
     return ["run", str(settings.protocol_path), "--data-dir", str(settings.data_dir),
             "--runs-dir", str(settings.runs_dir), "--tracking-uri", str(settings.tracking_uri),

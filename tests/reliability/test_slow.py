@@ -22,7 +22,7 @@ from reliability.grid import (
     tmpfs,
 )
 
-from kdbench.engine.execute import RunSettings
+from kdbench.engine.execute import ExecutionSettings
 from kdbench.engine.job import job_dir
 from kdbench.tracking import COMPLETE, STATUS
 
@@ -112,7 +112,7 @@ def test_the_demo_twice_from_fresh_folders_is_identical(tmp_path, registry):
     from kdbench.protocol import load_protocol
 
     plan = build_plan(load_protocol(DEMO, registry), registry)
-    settings = [RunSettings(DEMO, tmp_path / name / "data", tmp_path / name / "runs",
+    settings = [ExecutionSettings(DEMO, tmp_path / name / "data", tmp_path / name / "runs",
                             f"sqlite:///{tmp_path / name / 'mlruns' / 'mlflow.db'}")
                 for name in ("first", "second")]
     for s in settings:
@@ -145,7 +145,7 @@ def test_a_disk_full_mid_job_is_one_message_and_a_rerun_finishes(grid, tmp_path)
     from pathlib import Path
 
     with tmpfs(tmp_path / "disk", "64m") as disk:
-        settings = RunSettings(grid.protocol, grid.data_dir, disk / "runs",
+        settings = ExecutionSettings(grid.protocol, grid.data_dir, disk / "runs",
                                f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
         log = tmp_path / "runner.log"
         proc = kdbench(*run_args(settings, "--only", "mono"),

@@ -7,7 +7,7 @@ import pytest
 from helpers import phantom_protocol, run_cli
 from reliability.grid import tmpfs
 
-from kdbench.engine.execute import RunSettings
+from kdbench.engine.execute import ExecutionSettings
 from kdbench.errors import KdbenchError
 from kdbench.runner import run_protocol
 
@@ -27,14 +27,14 @@ def protocol(tmp_path):
 def test_read_only_runs_folder_and_mlflow_store_fail_up_front(protocol, read_only, tmp_path,
                                                               registry):
     mlflow = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    settings = RunSettings(protocol, tmp_path / "data", read_only / "runs", mlflow)
+    settings = ExecutionSettings(protocol, tmp_path / "data", read_only / "runs", mlflow)
     with pytest.raises(KdbenchError, match=rf"{read_only / 'runs'} is not writable \(Read-only "
                        r"file system\): kdbench keeps each Job's checkpoints and predictions "
                        "there; choose another --runs-dir"):
         run_protocol(settings, registry)
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "data").exists()
 
-    settings = RunSettings(protocol, tmp_path / "data", tmp_path / "runs",
+    settings = ExecutionSettings(protocol, tmp_path / "data", tmp_path / "runs",
                            f"sqlite:///{read_only / 'mlflow.db'}")
     with pytest.raises(KdbenchError, match=rf"{read_only} is not writable \(Read-only file "
                        r"system\): kdbench keeps the MLflow database mlflow.db there; choose "
@@ -51,7 +51,7 @@ def test_read_only_runs_folder_and_mlflow_store_fail_up_front(protocol, read_onl
 
 def test_a_runs_folder_that_is_a_file_is_named(protocol, tmp_path, registry):
     (tmp_path / "file").write_text("")
-    settings = RunSettings(protocol, tmp_path / "data", tmp_path / "file" / "runs",
+    settings = ExecutionSettings(protocol, tmp_path / "data", tmp_path / "file" / "runs",
                            f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     with pytest.raises(KdbenchError, match=rf"{tmp_path / 'file' / 'runs'} is not writable "
                        r"\(Not a directory\)"):

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from helpers import phantom_protocol, run_cli
 
-from kdbench.engine.execute import RunSettings
+from kdbench.engine.execute import ExecutionSettings
 from kdbench.plan import build_plan
 from kdbench.protocol import load_protocol
 from kdbench.runner import run_protocol
@@ -37,8 +37,8 @@ def tuned(tmp_path_factory, registry):
     path = _protocol(root, "tune_test", [{"name": "mono"}, {"name": "kd", "hparams": "tuned"},
                                          {"name": "uhved", "hparams": "tuned"}])
     storage = f"sqlite:///{root / 'studies.db'}"
-    settings = RunSettings(path, root / "data", root / "runs", f"sqlite:///{root / 'mlflow.db'}",
-                           optuna_storage=storage)
+    settings = ExecutionSettings(path, root / "data", root / "runs",
+                                 f"sqlite:///{root / 'mlflow.db'}", optuna_storage=storage)
     summaries = tune_protocol(settings, registry, storage)
     return {"root": root, "path": path, "storage": storage, "settings": settings,
             "summaries": summaries, "plan": build_plan(load_protocol(path, registry), registry)}

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from helpers import phantom_protocol, prepared_source
 
-from kdbench.engine.execute import RunSettings
+from kdbench.engine.execute import ExecutionSettings
 from kdbench.plan import build_plan
 from kdbench.protocol import load_protocol
 from kdbench.runner import run_protocol
@@ -41,7 +41,7 @@ def generative_grid(tmp_path_factory, registry, prepared_phantom):
     protocol = load_protocol(path, registry)
     ensure_data(protocol, registry, data_dir)
     plan = build_plan(protocol, registry)
-    settings = RunSettings(path, data_dir, root / "runs", f"sqlite:///{root / 'mlflow.db'}")
+    settings = ExecutionSettings(path, data_dir, root / "runs", f"sqlite:///{root / 'mlflow.db'}")
     report = run_protocol(settings, registry)
     tracker = Tracker(plan, settings.tracking_uri)
     runs = tracker.client.search_runs([tracker.experiment_id],

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from helpers import phantom_protocol
 
-from kdbench.engine.execute import RunSettings
+from kdbench.engine.execute import ExecutionSettings
 from kdbench.modalities import all_combinations, label, metric_suffix
 from kdbench.plan import build_plan
 from kdbench.protocol import load_protocol
@@ -27,7 +27,7 @@ def test_one_model_scored_on_every_subset(tmp_path, registry):
         training={"epochs": 1, "iterations_per_epoch": 2, "val_iterations": 1},
         statistics={"baseline": "hemis"},
     )
-    settings = RunSettings(path, tmp_path / "data", tmp_path / "runs",
+    settings = ExecutionSettings(path, tmp_path / "data", tmp_path / "runs",
                            f"sqlite:///{tmp_path / 'mlflow.db'}")
     report = run_protocol(settings, registry)
     assert len(report.todo) == 2  # one Job per strategy, not one per subset

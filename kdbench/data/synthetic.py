@@ -12,7 +12,8 @@ from kdbench.protocol.errors import describe_errors
 from kdbench.registry import Registry
 
 
-def synthesize(registry: Registry, source: str, dest: Path, options: dict[str, Any]) -> Path:
+def generate_synthetic(registry: Registry, source: str, dest: Path, options: dict[str, Any]
+                       ) -> Path:
     """Generate the cases of the synthetic dataset ``source`` under ``dest``.
 
     Args:
