@@ -45,9 +45,10 @@ def tune(
     journal storage; the budget stays exact."""
     from kdbench.cli.run import _settings
     from kdbench.protocol import load_protocol
+    from kdbench.tuning.launch import LAUNCHED_ENV
     from kdbench.tuning.studies import default_storage, display_url
     from kdbench.tuning.summary import show as show_studies
-    from kdbench.tuning.tune import LAUNCHED_ENV, tune_protocol
+    from kdbench.tuning.tune import tune_protocol
 
     settings = _settings(ctx, protocol, data_dir, runs_dir, tracking_uri, device, data_workers,
                          compile, storage)

@@ -25,13 +25,13 @@ from kdbench.tuning.studies import (
     open_storage,
     study_targets,
 )
-from kdbench.tuning.tune import (
+from kdbench.tuning.summary import SURPLUS_ATTR
+from kdbench.tuning.worker import (
     HOST_ATTR,
-    SURPLUS_ATTR,
     WORKER_ATTR,
     SurplusTrial,
+    Tuner,
     _QuietSurplus,
-    _Tuner,
 )
 
 TRAINING = {"epochs": 2, "iterations_per_epoch": 2, "val_iterations": 1}
@@ -157,7 +157,7 @@ def test_journal_storage_beats_and_its_stale_trials_are_retried_once(tmp_path):
 # --- the budget claim ------------------------------------------------------------------------
 
 def _claimer():
-    tuner = object.__new__(_Tuner)
+    tuner = object.__new__(Tuner)
     tuner.worker_index, tuner._quiet = 3, _QuietSurplus()
     return tuner
 
