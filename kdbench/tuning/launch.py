@@ -54,7 +54,8 @@ def launch_workers(settings: ExecutionSettings, registry: Registry, storage: str
     summaries = [summarise(target, tuner.storage, budget) for target in tuner.targets]
     failed = [f"worker {i} (exit code {code})" for i, code in zip(indices, codes, strict=True)
               if code != 0]
-    short = [s.target.name for s in summaries if s is None or s.counted < s.budget]
+    short = [target.name for target, s in zip(tuner.targets, summaries, strict=True)
+             if s is None or s.counted < s.budget]
     if failed and short:
         raise KdbenchError(
             f"tuning stopped: {', '.join(failed)} failed (see the output above) and "
