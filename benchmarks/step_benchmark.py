@@ -174,7 +174,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     step_batch = {"data": data.to(device), "target": target}
 
     def teacher_forward() -> None:
-        # what kd.training_loss does for the teacher, under the train step's AMP
+        # what TrainingStep.teacher_outputs does (kd, genkd), under the train step's AMP
         amp = (autocast(device.type, enabled=True) if device.type == "cuda"
                else contextlib.nullcontext())
         with amp:

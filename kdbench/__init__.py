@@ -3,7 +3,8 @@ under one protocol on nnU-Net.
 
 The public surface for plugin authors is importable from here::
 
-    from kdbench import hookimpl, Strategy, HParam, BuildContext, StepBatch, TrainRequest
+    from kdbench import hookimpl, Strategy, HParam, TrainingStep, BuildContext, StepBatch
+    from kdbench import TrainRequest
 
 Importing this package loads no plugin and no heavy library (torch, monai, nnunetv2, mlflow).
 """
@@ -28,7 +29,7 @@ from kdbench.components import (
     Teacher,
 )
 from kdbench.components.requests import TrainedModel, TrainRequest, TrainResult
-from kdbench.components.strategy import BuildContext, StepBatch
+from kdbench.components.strategy import BuildContext, StepBatch, TrainingStep
 from kdbench.errors import KdbenchError, PluginError, ProtocolError
 from kdbench.hookspecs import hookimpl
 from kdbench.types import Budget, EpochReport, Job, JobSpec, Modalities, ModalityPlan, Plan
@@ -67,6 +68,7 @@ __all__ = [
     "Strategy",
     "Teacher",
     "TrainRequest",
+    "TrainingStep",
     "TrainResult",
     "TrainedModel",
     "__version__",

@@ -25,9 +25,10 @@ At inference the student alone runs, on the available modalities.
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
-from kdbench import BuildContext, HParam, StepBatch, Strategy, hookimpl
+from kdbench import BuildContext, HParam, Strategy, TrainingStep, hookimpl
 from kdbench_plugins.kd import KnowledgeDistillation, binary_kl_to
 
 
@@ -113,7 +114,6 @@ class GenerativeKD(Strategy):
                 f"genkd: the teacher reads {context.teacher_modalities} and completes its input "
                 "itself (a bridged teacher such as `synthesis`): set teacher_input: real (the "
                 "teacher's own input)")
-        self._model = model
         return model
 
     def unlabelled_cases(self, pool: tuple[str, ...]) -> tuple[str, ...]:
@@ -126,13 +126,6 @@ class GenerativeKD(Strategy):
         return pool[:wanted]
 
     # -- targets --------------------------------------------------------------------------------
-
-    def _real(self, batch: StepBatch, context: BuildContext) -> list[Any]:
-        import torch
-
-        with torch.inference_mode():
-            out = _outputs(context.teacher(batch.select(context.teacher_modalities)))
-        return [t.clone() for t in out]
 
     def _bridged(self, inputs: Any, context: BuildContext) -> tuple[list[Any], list[Any] | None]:
         """Tempered teacher probabilities on completed input (and the samples' agreement)."""
@@ -151,44 +144,41 @@ class GenerativeKD(Strategy):
             return probs, [a.clone() for a in agreement]
         return probs, None
 
-    def _distil(self, student: list[Any], probs: list[Any], weights: list[Any] | None,
-                context: BuildContext) -> Any:
+    def _distil(self, step: TrainingStep, probs: list[Any], weights: list[Any] | None,
+                outputs: Any = None) -> Any:
         temperature = float(self.hparams["temperature"])
-        ds = context.deep_supervision_weights or (1.0,)
-        return sum(
-            w * binary_kl_to(s, p, temperature, None if weights is None else weights[i])
-            for i, (w, s, p) in enumerate(zip(ds, student, probs, strict=False)) if w > 0
-        )
+        return step.deep_supervision_sum(
+            lambda s, p, w: binary_kl_to(s, p, temperature, w), probs,
+            repeat(None) if weights is None else weights, outputs=outputs)
 
     # -- the loss -------------------------------------------------------------------------------
 
-    def training_loss(self, outputs: Any, batch: StepBatch, context: BuildContext
-                      ) -> dict[str, Any]:
+    def training_loss(self, step: TrainingStep) -> dict[str, Any]:
         """Supervised + λ [(1-α) KL(real teacher) + α KL(bridged teacher, agreement-weighted)]
         + λ μ KL on unlabelled cases (see docs/genkd.md)."""
         import torch
 
-        student = _outputs(outputs)
-        terms: dict[str, Any] = {"supervised": context.supervised_loss(outputs, batch.target)}
+        batch, context = step.batch, step.context
+        terms: dict[str, Any] = {"supervised": step.supervised()}
         mode = self.hparams["teacher_input"]
         alpha = {"bridged": 1.0, "real": 0.0, "mixed": float(self.hparams["bridge_mix"])}[mode]
         temperature = float(self.hparams["temperature"])
         distillation: Any = 0.0
         if alpha < 1:
-            real = [torch.sigmoid(t.float() / temperature) for t in self._real(batch, context)]
-            terms["distill_real"] = self._distil(student, real, None, context)
+            real = [torch.sigmoid(t.float() / temperature) for t in step.teacher_outputs]
+            terms["distill_real"] = self._distil(step, real, None)
             distillation = distillation + (1 - alpha) * terms["distill_real"]
         if alpha > 0:
             probs, agreement = self._bridged(batch.inputs, context)
-            terms["distill_bridged"] = self._distil(student, probs, agreement, context)
+            terms["distill_bridged"] = self._distil(step, probs, agreement)
             if agreement is not None:
                 terms["agreement"] = agreement[0].mean()
             distillation = distillation + alpha * terms["distill_bridged"]
         loss = terms["supervised"] + self.hparams["kd_weight"] * distillation
         if batch.unlabelled is not None:
             probs, agreement = self._bridged(batch.unlabelled, context)
-            terms["distill_unlabelled"] = self._distil(_outputs(self._model(batch.unlabelled)),
-                                                       probs, agreement, context)
+            terms["distill_unlabelled"] = self._distil(step, probs, agreement,
+                                                       outputs=step.model(batch.unlabelled))
             loss = loss + (self.hparams["kd_weight"] * self.hparams["unlabelled_weight"]
                            * terms["distill_unlabelled"])
         terms["distillation"] = distillation  # alpha in [0, 1]: at least one term above

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdbench import BuildContext, HParam, StepBatch, Strategy, hookimpl
+from kdbench import BuildContext, HParam, Strategy, TrainingStep, hookimpl
 
 
 def binary_kl(student_logits: Any, teacher_logits: Any, temperature: float) -> Any:
@@ -134,25 +134,12 @@ class KnowledgeDistillation(Strategy):
 
         return keep
 
-    def training_loss(self, outputs: Any, batch: StepBatch, context: BuildContext
-                      ) -> dict[str, Any]:
+    def training_loss(self, step: TrainingStep) -> dict[str, Any]:
         """Supervised loss + tempered binary KL to the teacher (+ the latent term)."""
-        import torch
-
-        supervised = context.supervised_loss(outputs, batch.target)
-        assert context.teacher is not None  # the engine loads it: this strategy requires one
-        with torch.inference_mode():
-            teacher_out = context.teacher(batch.select(context.teacher_modalities))
-        student = outputs if isinstance(outputs, list | tuple) else [outputs]
-        # inference tensors cannot enter autograd: clone them into ordinary constants
-        teacher = [t.clone() for t in (teacher_out if isinstance(teacher_out, list | tuple)
-                                       else [teacher_out])]
-        weights = context.deep_supervision_weights or (1.0,)
+        supervised = step.supervised()
         temperature = float(self.hparams["temperature"])
-        distillation = sum(
-            w * binary_kl(s, t, temperature)
-            for w, s, t in zip(weights, student, teacher, strict=False) if w > 0
-        )
+        distillation = step.deep_supervision_sum(
+            lambda s, t: binary_kl(s, t, temperature), step.teacher_outputs)
         terms = {"supervised": supervised, "distillation": distillation}
         loss = supervised + self.hparams["kd_weight"] * distillation
         if self.hparams["latent_weight"] > 0:

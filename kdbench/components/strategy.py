@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kdbench.components.base import Component
@@ -87,6 +88,80 @@ class StepBatch:
         return self.privileged[:, [self.modalities.index(m) for m in modalities]]
 
 
+def _as_list(outputs: Any) -> list[Any]:
+    """Deep-supervision outputs as a list (one output: a list of one)."""
+    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+
+
+@dataclass
+class TrainingStep:
+    """One batch as a strategy's loss sees it: what :meth:`Strategy.training_loss` (and
+    :meth:`Strategy.validation_terms`) receive.
+
+    Attributes:
+        model: the module :meth:`Strategy.build` returned (not the backbone's compiled or
+            distributed wrapper), for a second pass (genkd's unlabelled cases) or a part of it
+            (a generator's discriminator).
+        outputs: ``model(batch.inputs)``, computed by the engine inside the backbone's own
+            training step (its mixed precision, gradient scaling and clipping apply).
+        batch: the batch, channels selected.
+        context: the build context (the supervised loss, the teacher, the weights).
+
+    Example:
+        >>> import torch
+        >>> context = BuildContext(network=None, num_outputs=1, device="cpu",
+        ...                        supervised_loss=lambda o, t: o[0].mean(),
+        ...                        deep_supervision_weights=(0.75, 0.25, 0.0))
+        >>> batch = StepBatch(torch.ones(1, 1), torch.ones(1, 1), None, ("t1ce",))
+        >>> step = TrainingStep(None, [torch.tensor(2.0), torch.tensor(4.0),
+        ...                            torch.tensor(8.0)], batch, context)
+        >>> float(step.deep_supervision_sum(lambda s: s * s))  # 0.75*4 + 0.25*16
+        7.0
+    """
+
+    model: Any
+    outputs: Any
+    batch: StepBatch
+    context: BuildContext
+
+    @cached_property
+    def teacher_outputs(self) -> list[Tensor]:
+        """The frozen teacher's outputs (one per deep-supervision scale, full resolution
+        first) on ``batch.select(context.teacher_modalities)``.
+
+        Computed once, at first use, under ``torch.inference_mode()`` and whatever autocast
+        the caller runs in (the backbone's mixed precision), then cloned into ordinary
+        tensors: constants for autograd, never a path to the teacher's weights.
+        """
+        import torch
+
+        teacher = self.context.teacher
+        if teacher is None:
+            raise RuntimeError(
+                "this step has no teacher: a strategy reads teacher_outputs only when it "
+                "declares requires = ('teacher',) (the engine then loads one)")
+        with torch.inference_mode():
+            out = teacher(self.batch.select(self.context.teacher_modalities))
+        return [t.clone() for t in _as_list(out)]
+
+    def supervised(self, outputs: Any = None) -> Tensor:
+        """The backbone's supervised loss of :attr:`outputs` (or of ``outputs``, e.g. a
+        model's segmentation among other outputs) against ``batch.target``."""
+        return self.context.supervised_loss(self.outputs if outputs is None else outputs,
+                                            self.batch.target)
+
+    def deep_supervision_sum(self, term: Callable[..., Any], *others: Any,
+                             outputs: Any = None) -> Any:
+        """``sum_k w_k * term(outputs[k], others[0][k], ...)`` over the deep-supervision
+        outputs (:attr:`outputs` unless ``outputs`` is given), with the backbone's weights
+        ``context.deep_supervision_weights`` (``(1,)`` when none). Scales of weight 0
+        (nnU-Net's lowest) are skipped; the shortest of the sequences ends the sum."""
+        weights = self.context.deep_supervision_weights or (1.0,)
+        student = _as_list(self.outputs if outputs is None else outputs)
+        return sum(w * term(*args)
+                   for w, *args in zip(weights, student, *others, strict=False) if w > 0)
+
+
 class Strategy(Component):
     """A way to segment with missing modalities (mono, multi, KD, HeMIS, ...).
 
@@ -128,26 +203,22 @@ class Strategy(Component):
         """
         return context.network(len(self.input_modalities()))
 
-    def training_loss(
-        self, outputs: Any, batch: StepBatch, context: BuildContext
-    ) -> dict[str, Tensor]:
+    def training_loss(self, step: TrainingStep) -> dict[str, Tensor]:
         """Named loss terms of one batch; ``"loss"`` is what is minimised, all are logged.
 
-        Args:
-            outputs: ``model(batch.inputs)``, computed by the engine inside the backbone's own
-                training step (its mixed precision, gradient scaling and clipping apply).
-            batch: the batch, channels selected.
-            context: the build context (the supervised loss, the teacher).
-
-        The default is the backbone's supervised loss.
+        ``step`` (:class:`TrainingStep`) holds the model, its outputs on ``step.batch.inputs``
+        (computed inside the backbone's own training step: its mixed precision, gradient
+        scaling and clipping apply), the batch and the build context, with helpers: the
+        supervised loss, the teacher's outputs (computed once, in inference mode) and the
+        deep-supervision-weighted sum of a term. The default is the backbone's supervised loss.
         """
-        return {"loss": context.supervised_loss(outputs, batch.target)}
+        return {"loss": step.supervised()}
 
-    def validation_terms(self, outputs: Any, batch: StepBatch, context: BuildContext
-                         ) -> dict[str, Tensor] | None:
+    def validation_terms(self, step: TrainingStep) -> dict[str, Tensor] | None:
         """Named validation terms of one batch (``"loss"`` first) for a model that does not
-        segment (a generator); ``None`` (the default) keeps the backbone's validation: its
-        loss and pseudo-Dice per region."""
+        segment (a generator), from the same :class:`TrainingStep` as :meth:`training_loss`
+        (in eval mode, no gradients); ``None`` (the default) keeps the backbone's validation:
+        its loss and pseudo-Dice per region."""
         return None
 
     def training_cases(self, cases: tuple[str, ...]) -> tuple[str, ...]:

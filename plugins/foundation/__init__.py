@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from kdbench import BuildContext, HParam, KdbenchError, StepBatch, Strategy, Teacher, hookimpl
+from kdbench import BuildContext, HParam, KdbenchError, Strategy, Teacher, TrainingStep, hookimpl
 from kdbench.modalities import MODALITIES, canonical
 
 #: kdbench's output regions, in channel order (nnU-Net's region-based heads).
@@ -161,8 +161,7 @@ class FoundationTeacher(Strategy, Teacher):
                                 [regions.index(r) for r in REGIONS])
         return wrapper.to(context.device)
 
-    def training_loss(self, outputs: Any, batch: StepBatch, context: BuildContext
-                      ) -> dict[str, Any]:
+    def training_loss(self, step: TrainingStep) -> dict[str, Any]:
         """nnU-Net's Dice + BCE on the full-resolution output, unscaled.
 
         With deep supervision on, the model returns ``[logits]``: nnU-Net's
@@ -172,9 +171,9 @@ class FoundationTeacher(Strategy, Teacher):
         says. (nnU-Net's logged validation loss keeps the ``w_0`` factor; the pseudo-Dice does
         not depend on it.)
         """
-        supervised = context.supervised_loss(outputs, batch.target)
-        weights = context.deep_supervision_weights
-        if isinstance(outputs, list | tuple) and weights and weights[0] > 0:
+        supervised = step.supervised()
+        weights = step.context.deep_supervision_weights
+        if isinstance(step.outputs, list | tuple) and weights and weights[0] > 0:
             supervised = supervised / weights[0]
         return {"loss": supervised}
 

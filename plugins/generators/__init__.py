@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdbench import BuildContext, Generator, HParam, StepBatch, Strategy, hookimpl
+from kdbench import BuildContext, Generator, HParam, Strategy, TrainingStep, hookimpl
 
 
 class UNetGenerator(Strategy, Generator):
@@ -74,8 +74,7 @@ class UNetGenerator(Strategy, Generator):
             ).to(context.device)
         self._segmenter = context.teacher
         self._d_optimizer = None
-        self._model = GeneratorModel(net, discriminator)
-        return self._model
+        return GeneratorModel(net, discriminator)
 
     # -- what consumers call --------------------------------------------------------------------
 
@@ -117,19 +116,19 @@ class UNetGenerator(Strategy, Generator):
 
     # -- training -------------------------------------------------------------------------------
 
-    def training_loss(self, outputs: Any, batch: StepBatch, context: BuildContext
-                      ) -> dict[str, Any]:
+    def training_loss(self, step: TrainingStep) -> dict[str, Any]:
         """L1 (+ SSIM, + adversarial) against the real missing channels."""
         from kdbench_plugins.generators.networks import full_resolution
 
-        fake = full_resolution(outputs).float()
+        batch = step.batch
+        fake = full_resolution(step.outputs).float()
         real = batch.select(self.missing).float()
         terms = self._reconstruction(fake, real)
         loss = terms["l1"]
         if self.hparams["ssim_weight"] > 0:
             loss = loss + self.hparams["ssim_weight"] * terms["ssim"]
         if self.hparams["adversarial_weight"] > 0:
-            discriminator = self._model.discriminator
+            discriminator = step.model.discriminator
             terms["discriminator"] = self._update_discriminator(discriminator, batch.inputs,
                                                                 fake, real)
             terms["adversarial"] = self._adversarial(discriminator, batch.inputs, fake)
@@ -137,13 +136,12 @@ class UNetGenerator(Strategy, Generator):
         terms["loss"] = loss
         return terms
 
-    def validation_terms(self, outputs: Any, batch: StepBatch, context: BuildContext
-                         ) -> dict[str, Any]:
+    def validation_terms(self, step: TrainingStep) -> dict[str, Any]:
         """L1 of the point estimate on validation patches."""
         from kdbench_plugins.generators.networks import full_resolution
 
-        terms = self._reconstruction(full_resolution(outputs).float(),
-                                     batch.select(self.missing).float())
+        terms = self._reconstruction(full_resolution(step.outputs).float(),
+                                     step.batch.select(self.missing).float())
         return {"loss": terms["l1"], **terms}
 
     def _reconstruction(self, fake: Any, real: Any) -> dict[str, Any]:

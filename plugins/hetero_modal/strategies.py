@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kdbench import BuildContext, HParam, ModalityPlan, StepBatch, Strategy
+from kdbench import BuildContext, HParam, ModalityPlan, Strategy, TrainingStep
 
 
 class HeteroModal(Strategy):
@@ -71,21 +71,21 @@ class UHVED(HeteroModal):
 
         return UHVEDNet(context, self.input_modalities())
 
-    def training_loss(self, outputs: Any, batch: StepBatch, context: BuildContext
-                      ) -> dict[str, Any]:
+    def training_loss(self, step: TrainingStep) -> dict[str, Any]:
         """nnU-Net's segmentation loss + kl_weight * KL + reconstruction_weight * MSE."""
         import torch.nn.functional as F
 
         from kdbench_plugins.hetero_modal.fusion import hved_kl
 
-        supervised = context.supervised_loss(outputs.segmentation, batch.target)
+        outputs = step.outputs
+        supervised = step.supervised(outputs.segmentation)
         inter = prior = 0.0
         for mu, logvar in outputs.posteriors:
             scale_inter, scale_prior = hved_kl(mu, logvar, outputs.mask)
             inter, prior = inter + scale_inter, prior + scale_prior
         scales = len(outputs.posteriors)
         inter, prior = inter / scales, prior / scales
-        reconstruction = F.mse_loss(outputs.reconstruction.float(), batch.inputs.float())
+        reconstruction = F.mse_loss(outputs.reconstruction.float(), step.batch.inputs.float())
         loss = (supervised + self.hparams["kl_weight"] * (inter + prior)
                 + self.hparams["reconstruction_weight"] * reconstruction)
         return {"loss": loss, "supervised": supervised, "kl_inter": inter, "kl_prior": prior,

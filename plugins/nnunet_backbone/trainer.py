@@ -8,8 +8,8 @@ a GradScaler on CUDA, its validation pseudo-Dice and checkpoints — by subclass
 
 - the networks come from the strategy (``Strategy.build``), built with nnU-Net's own
   ``build_network_architecture`` for any number of input channels;
-- the loss of a training batch is the strategy's (``Strategy.training_loss``), computed inside
-  nnU-Net's own ``train_step``;
+- the loss of a training batch is the strategy's (``Strategy.training_loss`` of a
+  ``TrainingStep``), computed inside nnU-Net's own ``train_step``;
 - the split is kdbench's (N, seed) subset, not nnU-Net's folds;
 - checkpoints are written atomically and carry the random states, so that a Job killed
   mid-training resumes to the same final state as an uninterrupted run
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from kdbench import BuildContext, StepBatch, Strategy
+from kdbench import BuildContext, StepBatch, Strategy, TrainingStep
 from kdbench.modalities import MODALITIES, channel_indices
 from kdbench.types import EpochReport
 from kdbench_plugins.nnunet_backbone.networks import network_builder
@@ -135,8 +135,10 @@ class KdbenchTrainer(ResumableCheckpoints, DeviceAugmentation, nnUNetTrainer):
     def build_network_architecture(self, plans_manager, configuration_manager,  # noqa: ANN001
                                    num_input_channels, num_output_channels,
                                    enable_deep_supervision=True) -> torch.nn.Module:
-        """Called by nnU-Net's ``initialize``: the strategy builds the trainable model."""
-        return self.settings.strategy.build(self.context)
+        """Called by nnU-Net's ``initialize``: the strategy builds the trainable model (kept
+        unwrapped, as ``TrainingStep.model``, before nnU-Net compiles or distributes it)."""
+        self._strategy_model = self.settings.strategy.build(self.context)
+        return self._strategy_model
 
     def _supervised(self, outputs: Any, target: Any) -> torch.Tensor:
         return self._supervised_loss(outputs, target)
@@ -185,9 +187,10 @@ class KdbenchTrainer(ResumableCheckpoints, DeviceAugmentation, nnUNetTrainer):
             unlabelled = extra["data"][:, self._input_idx].to(self.device, non_blocking=True)
 
         def strategy_loss(outputs: Any, target: Any) -> torch.Tensor:
-            step = StepBatch(inputs, privileged, target, self.settings.training_modalities,
-                             unlabelled)
-            terms.update(self.settings.strategy.training_loss(outputs, step, self.context))
+            step_batch = StepBatch(inputs, privileged, target,
+                                   self.settings.training_modalities, unlabelled)
+            terms.update(self.settings.strategy.training_loss(
+                TrainingStep(self._strategy_model, outputs, step_batch, self.context)))
             return terms["loss"]
 
         self.loss = strategy_loss
@@ -213,7 +216,8 @@ class KdbenchTrainer(ResumableCheckpoints, DeviceAugmentation, nnUNetTrainer):
         probe = StepBatch(inputs, data[:, self._privileged_idx].to(self.device),
                           batch["target"], self.settings.training_modalities)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            terms = strategy.validation_terms(self.network(inputs), probe, self.context)
+            terms = strategy.validation_terms(
+                TrainingStep(self._strategy_model, self.network(inputs), probe, self.context))
         assert terms is not None
         zeros = np.zeros(self.label_manager.num_segmentation_heads)
         return {"loss": terms["loss"].detach().float().cpu().numpy(),

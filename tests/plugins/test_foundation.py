@@ -17,7 +17,7 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from safetensors.torch import save_file
 
 from kdbench.components.requests import TrainedModel, TrainRequest
-from kdbench.components.strategy import BuildContext, StepBatch
+from kdbench.components.strategy import BuildContext, StepBatch, TrainingStep
 from kdbench.errors import KdbenchError
 from kdbench.modalities import MODALITIES
 from kdbench.plan import build_plan
@@ -241,7 +241,7 @@ def test_training_loss_is_the_plain_full_resolution_loss():
     targets = [torch.rand(2, 3, 8 // 2**i, 8 // 2**i, 8 // 2**i) for i in range(4)]
     context = _context(supervised_loss=wrapped, deep_supervision_weights=weights)
     batch = StepBatch(torch.zeros(1), torch.zeros(1), targets, MODALITIES)
-    got = _teacher().training_loss([logits], batch, context)["loss"]
+    got = _teacher().training_loss(TrainingStep(None, [logits], batch, context))["loss"]
     assert float(got) == pytest.approx(float(loss(logits, targets[0])), rel=1e-6)
 
 
@@ -255,8 +255,8 @@ def test_kd_distils_from_the_full_resolution_output(tmp_path):
     context = _context(supervised_loss=lambda o, t: torch.tensor(0.0), teacher=teacher,
                        teacher_modalities=MODALITIES, deep_supervision_weights=weights)
     kd = KnowledgeDistillation(KnowledgeDistillation.resolve_hparams({}), None)
-    terms = kd.training_loss(student, StepBatch(privileged[:, 1:2], privileged, None,
-                                                MODALITIES), context)
+    terms = kd.training_loss(TrainingStep(None, student, StepBatch(
+        privileged[:, 1:2], privileged, None, MODALITIES), context))
     with torch.no_grad():
         (reference,) = teacher(privileged)
     expected = weights[0] * binary_kl(student[0], reference, 10.0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.special import expit, rel_entr
 
-from kdbench.components.strategy import BuildContext, StepBatch
+from kdbench.components.strategy import BuildContext, StepBatch, TrainingStep
 from kdbench.modalities import MODALITIES
 from kdbench.types import ModalityPlan
 from kdbench_plugins.kd import KnowledgeDistillation, binary_kl
@@ -62,7 +62,7 @@ def test_training_loss_combines_the_terms_and_spares_the_teacher():
                                 "latent_loss": "mse"},
                                ModalityPlan(MODALITIES, (("t1ce",),)))
     batch = StepBatch(privileged[:, [1]], privileged, None, MODALITIES)
-    terms = kd.training_loss(student, batch, context)
+    terms = kd.training_loss(TrainingStep(None, student, batch, context))
     expected = 0.8 * binary_kl(student[0], teacher_logits[0], 4.0) + 0.2 * binary_kl(
         student[1], teacher_logits[1], 4.0)
     value = {k: float(v.detach()) for k, v in terms.items()}
@@ -133,8 +133,8 @@ def test_latent_term_is_added_with_its_weight_from_both_bottlenecks():
                                 "latent_loss": "kl"}, ModalityPlan(MODALITIES, (("t1ce",),)))
     student = kd.build(context)
     x = torch.randn(2, 4, 3, 3, 3)
-    terms = kd.training_loss(student(x[:, [1]]), StepBatch(x[:, [1]], x, None, MODALITIES),
-                             context)
+    terms = kd.training_loss(TrainingStep(student, student(x[:, [1]]),
+                                          StepBatch(x[:, [1]], x, None, MODALITIES), context))
     with torch.no_grad():
         s_bottleneck, t_bottleneck = student.encoder(x[:, [1]]), teacher.encoder(x)
         expected_latent = latent_kl_reference(s_bottleneck, t_bottleneck)

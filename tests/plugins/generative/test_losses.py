@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbench import Generator, ModalityPlan, Strategy
-from kdbench.components.strategy import BuildContext, StepBatch
+from kdbench.components.strategy import BuildContext, StepBatch, TrainingStep
 from kdbench.modalities import MODALITIES
 from kdbench_plugins.genkd import GenerativeKD, mc_targets
 from kdbench_plugins.kd import binary_kl, binary_kl_to
@@ -115,7 +115,7 @@ def _kl(student, logits, temperature, weights=(0.75, 0.25)):
 
 def test_bridged_teacher_reads_generator_completed_input():
     strategy, context, teacher, generator, _, student, batch = _setup({"temperature": 2.0})
-    terms = strategy.training_loss(student, batch, context)
+    terms = strategy.training_loss(TrainingStep(None, student, batch, context))
     completed = generator.complete(batch.inputs, 2 * batch.inputs.repeat(1, 3, 1, 1, 1))
     assert torch.equal(teacher.seen[-1], completed)
     assert completed[:, 1].equal(batch.inputs[:, 0])  # the real t1ce stays in its channel
@@ -131,7 +131,7 @@ def test_bridged_teacher_reads_generator_completed_input():
 def test_real_and_mixed_teacher_inputs():
     strategy, context, _, generator, _, student, batch = _setup(
         {"teacher_input": "mixed", "bridge_mix": 0.25, "kd_weight": 1.0})
-    terms = strategy.training_loss(student, batch, context)
+    terms = strategy.training_loss(TrainingStep(None, student, batch, context))
     real = _kl(student, Teacher()(batch.privileged), 10.0)
     completed = generator.complete(batch.inputs, 2 * batch.inputs.repeat(1, 3, 1, 1, 1))
     bridged = _kl(student, Teacher()(completed), 10.0)
@@ -140,7 +140,7 @@ def test_real_and_mixed_teacher_inputs():
     assert float(terms["loss"]) == pytest.approx(0.3 + 0.75 * float(real) + 0.25 * float(bridged),
                                                  rel=1e-5)
     strategy, context, _, _, _, student, batch = _setup({"teacher_input": "real"})
-    terms = strategy.training_loss(student, batch, context)
+    terms = strategy.training_loss(TrainingStep(None, student, batch, context))
     assert "distill_bridged" not in terms
     assert float(terms["distill_real"]) == pytest.approx(
         float(_kl(student, Teacher()(batch.privileged), 10.0)), rel=1e-5)
@@ -150,7 +150,7 @@ def test_monte_carlo_targets_average_samples_and_weight_by_agreement():
     offsets = (-1.0, 0.5, 3.0)
     strategy, context, _, generator, _, student, batch = _setup(
         {"mc_samples": 3, "temperature": 1.0}, offsets)
-    terms = strategy.training_loss(student, batch, context)
+    terms = strategy.training_loss(TrainingStep(None, student, batch, context))
     base = 2 * batch.inputs.repeat(1, 3, 1, 1, 1)
     logits = [Teacher()(generator.complete(batch.inputs, base + o)) for o in offsets]
     probs, agreement = mc_targets(logits, 1.0)
@@ -161,7 +161,7 @@ def test_monte_carlo_targets_average_samples_and_weight_by_agreement():
     assert 0 < float(terms["agreement"]) < 1
     strategy, context, *_, student, batch = _setup(
         {"mc_samples": 3, "temperature": 1.0, "agreement_weighting": False}, offsets)
-    unweighted = strategy.training_loss(student, batch, context)
+    unweighted = strategy.training_loss(TrainingStep(None, student, batch, context))
     assert "agreement" not in unweighted
     assert float(unweighted["distill_bridged"]) == pytest.approx(float(sum(
         w * binary_kl_to(s, p, 1.0) for w, s, p in zip((0.75, 0.25), student, probs,
@@ -173,7 +173,7 @@ def test_unlabelled_batch_is_distilled_through_the_generator():
         {"unlabelled_cases": 4, "unlabelled_weight": 2.0, "kd_weight": 0.5})
     unlabelled = torch.randn(2, 1, 4, 4, 4)
     batch.unlabelled = unlabelled
-    terms = strategy.training_loss(student, batch, context)
+    terms = strategy.training_loss(TrainingStep(model, student, batch, context))
     completed = generator.complete(unlabelled, 2 * unlabelled.repeat(1, 3, 1, 1, 1))
     assert torch.equal(teacher.seen[-1], completed)  # never the unlabelled cases' real channels
     expected = 0.75 * binary_kl(model(unlabelled), Teacher()(completed)[0], 10.0)
@@ -256,7 +256,7 @@ def test_generator_l1_and_ssim_terms_against_references(phantom_context):
     privileged = torch.randn(1, 4, 16, 16, 16)
     fake = torch.randn(1, 3, 16, 16, 16)
     batch = StepBatch(privileged[:, [1]], privileged, None, MODALITIES)
-    terms = generator.training_loss(fake, batch, phantom_context())
+    terms = generator.training_loss(TrainingStep(None, fake, batch, phantom_context()))
     real = privileged[:, [0, 2, 3]]
     assert float(terms["l1"]) == pytest.approx(float((fake - real).abs().mean()), rel=1e-6)
     assert float(terms["loss"]) == pytest.approx(float(terms["l1"] + 0.5 * terms["ssim"]),
@@ -282,7 +282,8 @@ def test_adversarial_term_updates_only_the_discriminator_itself(phantom_context)
     before = [p.clone() for p in model.discriminator.parameters()]
     privileged = torch.randn(2, 4, 16, 16, 16)
     batch = StepBatch(privileged[:, [1]], privileged, None, MODALITIES)
-    terms = generator.training_loss(model(batch.inputs), batch, phantom_context())
+    terms = generator.training_loss(
+        TrainingStep(model, model(batch.inputs), batch, phantom_context()))
     assert {"l1", "adversarial", "discriminator"} <= set(terms)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.discriminator.parameters(),
                                                      strict=True))  # its Adam step

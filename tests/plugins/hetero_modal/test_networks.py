@@ -94,7 +94,7 @@ def test_training_mode_draws_subsets_and_uhved_returns_its_terms():
 
 
 def test_uhved_loss_terms_and_gradients():
-    from kdbench.components.strategy import StepBatch
+    from kdbench.components.strategy import StepBatch, TrainingStep
 
     torch.manual_seed(0)
     strategy = UHVED({"kl_weight": 0.1, "reconstruction_weight": 0.5}, ALL)
@@ -102,7 +102,8 @@ def test_uhved_loss_terms_and_gradients():
     x = torch.randn(2, 4, *PATCH)
     context = BuildContext(network=_network, num_outputs=3, device="cpu",
                            supervised_loss=lambda o, t: o[0].float().pow(2).mean())
-    terms = strategy.training_loss(model(x), StepBatch(x, x, None, MODALITIES), context)
+    step = TrainingStep(model, model(x), StepBatch(x, x, None, MODALITIES), context)
+    terms = strategy.training_loss(step)
     value = {k: float(v.detach()) for k, v in terms.items()}
     assert value["kl_inter"] >= 0 and value["kl_prior"] >= 0
     assert value["loss"] == pytest.approx(value["supervised"] + 0.1 * (
