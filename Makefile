@@ -45,8 +45,11 @@ demo: install
 	$(VENV)/bin/kdbench run protocols/demo.yaml --executor local --jobs 2
 	$(VENV)/bin/kdbench report protocols/demo.yaml
 
+# The default suite in TEST_WORKERS processes (pytest-xdist; each test file stays in one
+# process, so module fixtures are made once); the 30 slowest tests are listed at the end.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -m "not slow and not cluster"
+	$(PY) -m pytest -m "not slow and not cluster" -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 test-slow: install
 	$(PY) -m pytest -m slow
