@@ -126,3 +126,16 @@ def test_a_metric_must_compute_and_state_its_definition():
             return float(pred.sum())
 
     assert Registry().metrics.add(Exact) is Exact
+
+
+def test_a_strategy_with_the_old_loss_signature_is_refused_at_registration():
+    class Old(Strategy):
+        """training_loss(outputs, batch, context), the signature before TrainingStep."""
+
+        name = "old"
+
+        def training_loss(self, outputs, batch, context):
+            return {}
+
+    _refused("strategies", Old, "`training_loss` must take one TrainingStep",
+             "got (self, outputs, batch, context)")

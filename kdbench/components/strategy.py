@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -276,6 +277,13 @@ class Strategy(Component):
             problems.append("a strategy that requires a teacher must set `default_teacher`")
         if "generator" in cls.requires and not cls.default_generator:
             problems.append("a strategy that requires a generator must set `default_generator`")
+        for method in ("training_loss", "validation_terms"):
+            params = [p for p in inspect.signature(getattr(cls, method)).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            if len(params) != 2:  # self, step
+                problems.append(f"`{method}` must take one TrainingStep (def {method}(self, "
+                                f"step)), got ({', '.join(p.name for p in params)}): the step "
+                                "holds the outputs, the batch and the context")
         return problems
 
     @classmethod
