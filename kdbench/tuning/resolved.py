@@ -18,7 +18,7 @@ from typing import Any
 from kdbench.errors import KdbenchError
 from kdbench.hashing import content_id
 from kdbench.registry import Registry
-from kdbench.types import Job, Plan, Role
+from kdbench.types import Job, Plan
 
 
 def resolved_plan(plan: Plan, registry: Registry, storage: str | None) -> Plan:
@@ -60,14 +60,7 @@ def resolved_plan(plan: Plan, registry: Registry, storage: str | None) -> Plan:
 def _study_of(job: Job, finished: list[Any]) -> Any | None:
     """The finished study serving a ``tuned`` Job: the study of its strategy label and
     scenario at the tuning N (every seed and N of that strategy takes the same values)."""
-    if not job.pending_tuning:
-        return None
-    n = job.hparams["tuned"]["n"]
-    for summary in finished:
-        target = summary.target
-        if job.has_role(Role("strategy", target.label, target.scenario)) and target.n == n:
-            return summary
-    return None
+    return next((s for s in finished if s.target.serves(job)), None)
 
 
 def pending_message(plan: Plan, jobs: list[Job], registry: Registry, storage: str | None
@@ -80,8 +73,7 @@ def pending_message(plan: Plan, jobs: list[Job], registry: Registry, storage: st
     budget = plan.protocol.tuning.trials
     lines = []
     for target in study_targets(plan, registry):
-        role = Role("strategy", target.label, target.scenario)
-        if not any(j.has_role(role) and j.hparams["tuned"]["n"] == target.n for j in jobs):
+        if not any(target.serves(j) for j in jobs):
             continue
         summary = summarise(target, storage, budget)
         state = ("does not exist" if summary is None else

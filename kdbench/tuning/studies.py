@@ -242,13 +242,20 @@ class StudyTarget:
     template: Job
 
     @property
+    def role(self) -> Role:
+        """The strategy role whose Jobs take this study's values."""
+        return Role("strategy", self.label, self.scenario)
+
+    def serves(self, job: Job) -> bool:
+        """Whether the ``tuned`` Job ``job`` takes this study's values: a Job of its strategy
+        label and scenario, at any N and seed, whose budget names this study's N."""
+        return job.pending_tuning and job.has_role(self.role) and \
+            job.hparams["tuned"]["n"] == self.n
+
+    @property
     def folder_name(self) -> str:
         """The study name as a folder name."""
         return self.name.replace("/", "_")
-
-
-def _role(label: str, scenario: str) -> Role:
-    return Role("strategy", label, scenario)
 
 
 def study_targets(plan: Plan, registry: Registry) -> list[StudyTarget]:
@@ -264,7 +271,8 @@ def study_targets(plan: Plan, registry: Registry) -> list[StudyTarget]:
             continue
         for scenario in protocol.scenarios:
             for n in sizes:
-                template = _job_with_role(plan, _role(spec.key, scenario.name), n, seed)
+                template = _job_with_role(plan, Role("strategy", spec.key, scenario.name), n,
+                                          seed)
                 if template is None:
                     raise KdbenchError(
                         f"strategy {spec.key!r} is tuned at N={n}, but the plan has no Job of it "
