@@ -28,7 +28,14 @@ from kdbench.components import (
     Strategy,
     Teacher,
 )
-from kdbench.components.requests import TrainedModel, TrainRequest, TrainResult
+from kdbench.components.requests import (
+    ModelRequest,
+    PredictRequest,
+    SynthesisRequest,
+    TrainedModel,
+    TrainRequest,
+    TrainResult,
+)
 from kdbench.components.strategy import BuildContext, StepBatch, TrainingStep
 from kdbench.errors import KdbenchError, PluginError, ProtocolError
 from kdbench.hookspecs import hookimpl
@@ -57,8 +64,10 @@ __all__ = [
     "Metric",
     "Modalities",
     "ModalityPlan",
+    "ModelRequest",
     "Plan",
     "PluginError",
+    "PredictRequest",
     "Problem",
     "ProtocolError",
     "Release",
@@ -66,6 +75,7 @@ __all__ = [
     "Reporter",
     "StepBatch",
     "Strategy",
+    "SynthesisRequest",
     "Teacher",
     "TrainRequest",
     "TrainingStep",

@@ -15,7 +15,13 @@ if TYPE_CHECKING:
     import numpy as np
 
     from kdbench.cases import CaseFiles
-    from kdbench.components.requests import TrainedModel, TrainRequest, TrainResult
+    from kdbench.components.requests import (
+        ModelRequest,
+        PredictRequest,
+        SynthesisRequest,
+        TrainRequest,
+        TrainResult,
+    )
 
 
 class BackboneOptions(BaseModel):
@@ -87,20 +93,17 @@ class Backbone(Component):
         ``request.output_dir``; return at once when that folder holds a finished training."""
         raise NotImplementedError(f"backbone {self.name!r} cannot train")
 
-    def load_model(self, trained: TrainedModel, dataset: Any, options: BackboneOptions,
-                   device: str) -> Any:
+    def load_model(self, request: ModelRequest) -> Any:
         """A finished training's model, frozen, in inference mode (e.g. a teacher)."""
         raise NotImplementedError(f"backbone {self.name!r} cannot load models")
 
-    def predict(self, trained: TrainedModel, dataset: Any, options: BackboneOptions,
-                case_ids: Sequence[str], available: Sequence[str], out_dir: Path,
-                device: str = "cpu") -> dict[str, Path]:
-        """Predict ``case_ids`` from the channels of ``available`` with the backbone's inference
-        and write each as a NIfTI file in the source release's geometry and label values."""
+    def predict(self, request: PredictRequest) -> dict[str, Path]:
+        """Predict ``request.case_ids`` from the channels of ``request.available`` with the
+        backbone's inference and write each as a NIfTI file in the source release's geometry
+        and label values; returns case id -> written file."""
         raise NotImplementedError(f"backbone {self.name!r} cannot predict")
 
-    def synthesise(self, trained: TrainedModel, dataset: Any, options: BackboneOptions,
-                   case_ids: Sequence[str], device: str = "cpu") -> Any:
+    def synthesise(self, request: SynthesisRequest) -> Any:
         """For a finished generator Job: an iterator of ``(case_id, synthesised, real, mask)``
         per case, the generator's point estimate of its missing channels, the real ones and
         the brain mask, as arrays in the backbone's preprocessed space (what the generator

@@ -1,5 +1,9 @@
 """What the engine asks a backbone to do, and what the backbone gives back.
 
+One request object per backbone operation (:class:`TrainRequest`, :class:`ModelRequest`,
+:class:`PredictRequest`, :class:`SynthesisRequest`), so an operation gains a field without
+every backbone's signature changing.
+
 These dataclasses are the whole interface between the core (which knows Jobs, protocols and
 splits) and a backbone plugin (which knows how to train and predict): the core never imports
 nnU-Net, and the backbone never reads a protocol.
@@ -74,3 +78,46 @@ class TrainResult:
     epochs: int
     resumed_from_epoch: int | None
     history: dict[str, list[Any]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRequest:
+    """Load a finished training's model (frozen, in inference mode).
+
+    Attributes:
+        trained: the finished training (its checkpoint and the models it was built from).
+        dataset: the prepared dataset it was trained on (``PreparedDataset``).
+        options: the backbone's validated options.
+        device: ``"cpu"`` or ``"cuda"``.
+    """
+
+    trained: TrainedModel
+    dataset: Any  # kdbench.data.prepared.PreparedDataset
+    options: Any
+    device: str = "cpu"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictRequest(ModelRequest):
+    """Predict ``case_ids`` from the channels of ``available`` into ``out_dir``.
+
+    Attributes:
+        case_ids: the prepared cases to predict (a split's test cases).
+        available: the modalities the model reads (one evaluated subset).
+        out_dir: where one NIfTI file per case is written.
+    """
+
+    case_ids: tuple[str, ...]
+    available: tuple[str, ...]
+    out_dir: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class SynthesisRequest(ModelRequest):
+    """A finished generator's synthesised channels for ``case_ids``.
+
+    Attributes:
+        case_ids: the prepared cases to synthesise (a split's test cases).
+    """
+
+    case_ids: tuple[str, ...]

@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.components.generator import Generator
-from kdbench.components.requests import TrainedModel, TrainRequest
+from kdbench.components.requests import (
+    PredictRequest,
+    SynthesisRequest,
+    TrainedModel,
+    TrainRequest,
+)
 from kdbench.components.strategy import Strategy
 from kdbench.data.protocol_data import ProtocolData
 from kdbench.errors import KdbenchError
@@ -208,8 +213,10 @@ def train_and_predict(
     predictions = {}
     for available in job.modalities.evaluate:
         out = folder / "predictions" / label(available)
-        backbone.predict(trained, data.dataset, options, data.splits.test, available, out,
-                         device)
+        backbone.predict(PredictRequest(
+            trained=trained, dataset=data.dataset, options=options,
+            case_ids=tuple(data.splits.test), available=tuple(available), out_dir=out,
+            device=device))
         predictions[label(available)] = os.path.relpath(out, folder)
         fault_point("predict", subset=label(available))  # predicted, done.json not yet written
     synthesis = None
@@ -217,7 +224,9 @@ def train_and_predict(
         from kdbench.metrics.synthesis import synthesis_table
 
         table = synthesis_table(
-            backbone.synthesise(trained, data.dataset, options, data.splits.test, device),
+            backbone.synthesise(SynthesisRequest(
+                trained=trained, dataset=data.dataset, options=options,
+                case_ids=tuple(data.splits.test), device=device)),
             strategy.missing)
         synthesis = "synthesis.csv"
         table.to_csv(folder / synthesis, index=False)

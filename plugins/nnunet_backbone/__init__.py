@@ -24,7 +24,13 @@ from kdbench import Backbone, BackboneOptions, hookimpl
 if TYPE_CHECKING:
     import numpy as np
 
-    from kdbench import TrainedModel, TrainRequest, TrainResult
+    from kdbench import (
+        ModelRequest,
+        PredictRequest,
+        SynthesisRequest,
+        TrainRequest,
+        TrainResult,
+    )
     from kdbench.cases import CaseFiles
 
 
@@ -123,27 +129,25 @@ class NnUNetBackbone(Backbone):
 
         return train(request)
 
-    def load_model(self, trained: TrainedModel, dataset: Any, options: NnUNetOptions,  # type: ignore[override]
-                   device: str) -> Any:
+    def load_model(self, request: ModelRequest) -> Any:
         """The trained model from its final checkpoint, frozen, in eval mode."""
         from kdbench_plugins.nnunet_backbone.engine import load_model
 
-        return load_model(trained, dataset, options, device)
+        return load_model(request.trained, request.dataset, request.options, request.device)
 
-    def predict(self, trained: TrainedModel, dataset: Any, options: NnUNetOptions,  # type: ignore[override]
-                case_ids: Sequence[str], available: Sequence[str], out_dir: Path,
-                device: str = "cpu") -> dict[str, Path]:
+    def predict(self, request: PredictRequest) -> dict[str, Path]:
         """nnU-Net's sliding-window inference and NIfTI export, in the source's labels."""
         from kdbench_plugins.nnunet_backbone.engine import predict
 
-        return predict(trained, dataset, options, case_ids, available, out_dir, device)
+        return predict(request.trained, request.dataset, request.options, request.case_ids,
+                       request.available, request.out_dir, request.device)
 
-    def synthesise(self, trained: TrainedModel, dataset: Any, options: NnUNetOptions,  # type: ignore[override]
-                   case_ids: Sequence[str], device: str = "cpu") -> Any:
+    def synthesise(self, request: SynthesisRequest) -> Any:
         """A generator's synthesised channels per case in nnU-Net's preprocessed space."""
         from kdbench_plugins.nnunet_backbone.engine import synthesise
 
-        return synthesise(trained, dataset, options, case_ids, device)
+        return synthesise(request.trained, request.dataset, request.options, request.case_ids,
+                          request.device)
 
 
 @hookimpl

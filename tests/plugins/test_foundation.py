@@ -16,7 +16,7 @@ from monai.networks.nets import SegResNet, SwinUNETR
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from safetensors.torch import save_file
 
-from kdbench.components.requests import TrainedModel, TrainRequest
+from kdbench.components.requests import ModelRequest, PredictRequest, TrainedModel, TrainRequest
 from kdbench.components.strategy import BuildContext, StepBatch, TrainingStep
 from kdbench.errors import KdbenchError
 from kdbench.modalities import MODALITIES
@@ -303,11 +303,13 @@ def test_few_shot_fine_tuning_starts_from_the_checkpoint(prepared_phantom, tmp_p
     # scored like any teacher: rebuilt from its own checkpoint (the pretrained file unread)
     (tmp_path / "pretrained.pt").rename(tmp_path / "elsewhere.pt")
     trained = TrainedModel(strategy, result.checkpoint)
-    model = backbone.load_model(trained, prepared_phantom, options, "cpu")
+    model = backbone.load_model(ModelRequest(trained=trained, dataset=prepared_phantom,
+                                              options=options))
     assert all(torch.equal(model.state_dict()[k], v.to(model.state_dict()[k].device))
                for k, v in weights.items())
-    written = backbone.predict(trained, prepared_phantom, options, ids[8:9], MODALITIES,
-                               tmp_path / "pred")
+    written = backbone.predict(PredictRequest(
+        trained=trained, dataset=prepared_phantom, options=options, case_ids=tuple(ids[8:9]),
+        available=tuple(MODALITIES), out_dir=tmp_path / "pred"))
     import nibabel as nib
 
     labels = np.asanyarray(nib.load(written[ids[8]]).dataobj)

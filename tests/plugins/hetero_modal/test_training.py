@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from kdbench.components.requests import TrainedModel, TrainRequest
+from kdbench.components.requests import ModelRequest, PredictRequest, TrainedModel, TrainRequest
 from kdbench.modalities import MODALITIES
 from kdbench.types import Budget, ModalityPlan
 from kdbench_plugins.nnunet_backbone import NnUNetBackbone, NnUNetOptions
@@ -35,12 +35,14 @@ def test_short_training_then_every_subset_predicts(prepared_phantom, registry, t
     assert all(np.isfinite(v) for v in reports[-1].train_terms.values())
 
     trained = TrainedModel(strategy, result.checkpoint)
-    model = backbone.load_model(trained, prepared_phantom, NnUNetOptions(), "cpu")
+    model = backbone.load_model(ModelRequest(trained=trained, dataset=prepared_phantom,
+                                              options=NnUNetOptions()))
     assert len(model.encoders) == 4
     cases = ids[8:]
     for subset in SUBSETS:
-        written = backbone.predict(trained, prepared_phantom, NnUNetOptions(), cases, subset,
-                                   tmp_path / "pred" / "+".join(subset))
+        written = backbone.predict(PredictRequest(
+            trained=trained, dataset=prepared_phantom, options=NnUNetOptions(),
+            case_ids=tuple(cases), available=subset, out_dir=tmp_path / "pred" / "+".join(subset)))
         assert sorted(written) == sorted(cases)
         for path in written.values():
             labels = np.asanyarray(nib.load(path).dataobj)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from helpers import ROOT
 
-from kdbench.components.requests import TrainedModel, TrainRequest
+from kdbench.components.requests import ModelRequest, PredictRequest, TrainedModel, TrainRequest
 from kdbench.modalities import MODALITIES
 from kdbench.types import Budget, ModalityPlan
 from kdbench_plugins.nnunet_backbone import NnUNetBackbone, NnUNetOptions
@@ -48,7 +48,8 @@ def test_train_and_predict(prepared_phantom, registry, tmp_path, modalities):
     assert not any(v in os.environ for v in VARIABLES)
 
     trained = TrainedModel(strategy, result.checkpoint)
-    model = backbone.load_model(trained, prepared_phantom, NnUNetOptions(), "cpu")
+    model = backbone.load_model(ModelRequest(trained=trained, dataset=prepared_phantom,
+                                              options=NnUNetOptions()))
     assert _first_conv(model).in_channels == len(modalities)
     assert not any(p.requires_grad for p in model.parameters())
 
@@ -58,8 +59,9 @@ def test_train_and_predict(prepared_phantom, registry, tmp_path, modalities):
 
     # predictions round-trip: the source's geometry, the source's label values
     cases = list(prepared_phantom.cases)[8:]
-    written = backbone.predict(trained, prepared_phantom, NnUNetOptions(), cases, modalities,
-                               tmp_path / "pred")
+    written = backbone.predict(PredictRequest(
+        trained=trained, dataset=prepared_phantom, options=NnUNetOptions(), case_ids=tuple(cases),
+        available=tuple(modalities), out_dir=tmp_path / "pred"))
     source = prepared_phantom.marker["source"]
     for case, path in written.items():
         prediction = nib.load(path)
