@@ -47,9 +47,11 @@ demo: install
 
 # The default suite in TEST_WORKERS processes (pytest-xdist; each test file stays in one
 # process, so module fixtures are made once); the 30 slowest tests are listed at the end.
+# One torch thread per worker (unless OMP_NUM_THREADS is set): two workers on two cores,
+# not four threads fighting for them.
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -m "not slow and not cluster" -n $(TEST_WORKERS) --dist loadfile --durations=30
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -m "not slow and not cluster" -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 test-slow: install
 	$(PY) -m pytest -m slow
