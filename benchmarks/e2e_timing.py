@@ -37,7 +37,7 @@ def kdbench_trainer(plans: dict[str, Any], dataset_json: dict[str, Any], device:
         trainer = KdbenchTrainer({**copy.deepcopy(plans), "continue_training": False},
                                  CONFIGURATION, 0, dataset_json, device)
         trainer.configure(TrainerSettings(
-            strategy=Multi(Multi.resolve_hparams(), Multi.teacher_plan(MODALITIES)),
+            strategy=Multi(Multi.resolve_hparams(), Multi.teacher_use(MODALITIES)),
             train_cases=train, val_cases=val, epochs=1, iterations_per_epoch=1,
             val_iterations=1, augmentation="gpu"))
         torch.manual_seed(seed)

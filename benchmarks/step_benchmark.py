@@ -98,7 +98,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         from torch import autocast
 
         from kdbench.modalities import MODALITIES, normalize
-        from kdbench.types import ModalityPlan
+        from kdbench.types import ModalityUse
         from kdbench_plugins.kd import KnowledgeDistillation
         from kdbench_plugins.mono import Mono
         from kdbench_plugins.multi import Multi
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 iterations_per_epoch=1, val_iterations=1, compile=args.compile,
                 teacher=teacher,
                 teacher_modalities=MODALITIES if teacher is not None else (),
-                training_modalities=strategy.plan.training,
+                training_modalities=strategy.modalities.training,
             ))
             torch.manual_seed(args.seed)  # the same initial weights for the same network
             trainer.initialize()
@@ -141,8 +141,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     raw = raw_trainer()
     pm, cm, lm = raw.plans_manager, raw.configuration_manager, raw.label_manager
-    multi = kdbench_trainer(Multi(Multi.resolve_hparams(), Multi.teacher_plan(MODALITIES)))
-    student_plan = ModalityPlan(student_modalities, (student_modalities,))
+    multi = kdbench_trainer(Multi(Multi.resolve_hparams(), Multi.teacher_use(MODALITIES)))
+    student_plan = ModalityUse(student_modalities, (student_modalities,))
     mono = kdbench_trainer(Mono(Mono.resolve_hparams(), student_plan))
     # the teacher as kdbench's engine loads it: the plans' network, eval mode, frozen
     torch.manual_seed(args.seed + 1)
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         teacher = torch.compile(teacher)
     kd = kdbench_trainer(
         KnowledgeDistillation(KnowledgeDistillation.resolve_hparams(),
-                              ModalityPlan(MODALITIES, (student_modalities,))),
+                              ModalityUse(MODALITIES, (student_modalities,))),
         teacher=teacher)
     setup_s = time.perf_counter() - started
 

@@ -39,7 +39,7 @@ from kdbench.components.requests import (
 from kdbench.components.strategy import BuildContext, StepBatch, TrainingStep
 from kdbench.errors import KdbenchError, PluginError, ProtocolError
 from kdbench.hookspecs import hookimpl
-from kdbench.types import Budget, EpochReport, Job, JobSpec, Modalities, ModalityPlan, Plan
+from kdbench.types import Budget, EpochReport, Job, JobSpec, Modalities, ModalityUse, Plan
 from kdbench.version import __version__
 
 __all__ = [
@@ -63,7 +63,7 @@ __all__ = [
     "KdbenchError",
     "Metric",
     "Modalities",
-    "ModalityPlan",
+    "ModalityUse",
     "ModelRequest",
     "Plan",
     "PluginError",

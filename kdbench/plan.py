@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdbench.hashing import content_id
 from kdbench.modalities import label
-from kdbench.types import Job, ModalityPlan, Plan, Role
+from kdbench.types import Job, ModalityUse, Plan, Role
 
 if TYPE_CHECKING:
     from kdbench.components import Component
@@ -62,7 +62,7 @@ class _Builder:
         hparams: dict[str, Any],
         n: int,
         seed: int,
-        modalities: ModalityPlan,
+        modalities: ModalityUse,
         depends_on: dict[str, str],
         role: Role,
     ) -> str:
@@ -92,12 +92,12 @@ class _Builder:
         )
         given = {"teacher": (spec.teacher, spec.teacher_hparams),
                  "generator": (spec.generator, spec.generator_hparams)}
-        for plan in cls.modality_plans(scenario.training, scenario.subsets()):
+        for plan in cls.modality_uses(scenario.training, scenario.subsets()):
             deps = self._dependencies(cls, given, scenario, plan, n, seed, where)
             self.add(cls, hparams, n, seed, plan, deps, where)
 
     def _dependencies(self, cls: Any, given: dict[str, tuple[str | None, dict[str, Any]]],
-                      scenario: ScenarioSpec, plan: ModalityPlan, n: int, seed: int, where: Role
+                      scenario: ScenarioSpec, plan: ModalityUse, n: int, seed: int, where: Role
                       ) -> dict[str, str]:
         """The Jobs ``cls`` (a strategy, or a teacher that is itself built from others) needs
         for one of its plans: its teacher, then its generator. A generator is scored with the
@@ -109,7 +109,7 @@ class _Builder:
         if "teacher" in requires:
             name, overrides = given.get("teacher", (None, {}))
             teacher = self.registry.teachers.get(name or cls.default_teacher)
-            dep_plan = teacher.teacher_plan(scenario.training, subset)
+            dep_plan = teacher.teacher_use(scenario.training, subset)
             role = where.of("teacher")
             deps["teacher"] = self.add(
                 teacher, teacher.resolve_hparams(overrides), n, seed, dep_plan,
@@ -126,11 +126,11 @@ class _Builder:
             if scorer is None or self.jobs[scorer].modalities.evaluate != (scenario.training,):
                 scorer_cls = self.registry.teachers.get(generator.scoring_teacher)
                 scorer = self.add(scorer_cls, scorer_cls.resolve_hparams({}), n, seed,
-                                  scorer_cls.teacher_plan(scenario.training), {},
+                                  scorer_cls.teacher_use(scenario.training), {},
                                   role.of("teacher"))
             deps["generator"] = self.add(
                 generator, generator.resolve_hparams(overrides), n, seed,
-                generator.generator_plan(scenario.training, subset), {"teacher": scorer}, role)
+                generator.generator_use(scenario.training, subset), {"teacher": scorer}, role)
         return deps
 
 

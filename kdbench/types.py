@@ -1,6 +1,6 @@
 """The types every layer shares: a leaf module that imports nothing else of kdbench.
 
-- :class:`ModalityPlan`: which modalities a Job trains with and which subsets it is scored on;
+- :class:`ModalityUse`: which modalities a Job trains with and which subsets it is scored on;
 - :class:`Job`: one resolved, serialisable Job spec (what the plan hands to execution);
 - :class:`Plan`: a protocol's Jobs in dependency order;
 - :class:`Budget` and :class:`EpochReport`: the training budget a backbone receives and what it
@@ -19,7 +19,7 @@ Modalities = tuple[str, ...]
 
 
 @dataclass(frozen=True)
-class ModalityPlan:
+class ModalityUse:
     """Which modalities one Job trains with and which subsets it is scored on.
 
     Attributes:
@@ -36,7 +36,7 @@ class ModalityPlan:
         return {"training": list(self.training), "evaluate": [list(s) for s in self.evaluate]}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ModalityPlan:
+    def from_json(cls, data: dict[str, Any]) -> ModalityUse:
         """The inverse of :meth:`to_json`."""
         return cls(tuple(data["training"]), tuple(tuple(s) for s in data["evaluate"]))
 
@@ -119,7 +119,7 @@ class Job:
     component: str
     n: int
     seed: int
-    modalities: ModalityPlan
+    modalities: ModalityUse
     hparams: dict[str, Any]
     depends_on: dict[str, str]
     spec: dict[str, Any]
@@ -159,7 +159,7 @@ class Job:
         """The inverse of :meth:`to_json` (``kind`` is derived from the roles)."""
         return cls(
             id=data["id"], component=data["component"], n=int(data["n"]),
-            seed=int(data["seed"]), modalities=ModalityPlan.from_json(data["modalities"]),
+            seed=int(data["seed"]), modalities=ModalityUse.from_json(data["modalities"]),
             hparams=dict(data["hparams"]), depends_on=dict(data["depends_on"]),
             spec=dict(data["spec"]), roles=[Role.parse(r) for r in data.get("roles", [])])
 

@@ -107,7 +107,7 @@ class GenerativeKD(Strategy):
         if generator is not None and tuple(generator.available) != self.input_modalities():
             raise RuntimeError(f"the generator reads {generator.available}, the student "
                                f"{self.input_modalities()}")
-        reads_all = tuple(context.teacher_modalities) == tuple(self.plan.training)
+        reads_all = tuple(context.teacher_modalities) == tuple(self.modalities.training)
         if context.teacher is not None and not reads_all and \
                 self.hparams["teacher_input"] != "real":
             raise ValueError(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kdbench import ModalityPlan, Strategy, hookimpl
+from kdbench import ModalityUse, Strategy, hookimpl
 
 
 class Mono(Strategy):
@@ -18,11 +18,11 @@ class Mono(Strategy):
     version = "1"
 
     @classmethod
-    def modality_plans(
+    def modality_uses(
         cls, training: tuple[str, ...], available: Sequence[tuple[str, ...]]
-    ) -> list[ModalityPlan]:
+    ) -> list[ModalityUse]:
         """One model per available subset, trained on that subset alone."""
-        return [ModalityPlan(training=subset, evaluate=(subset,)) for subset in available]
+        return [ModalityUse(training=subset, evaluate=(subset,)) for subset in available]
 
 
 @hookimpl

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kdbench import ModalityPlan, Strategy, Teacher, hookimpl
+from kdbench import ModalityUse, Strategy, Teacher, hookimpl
 
 
 class Multi(Strategy, Teacher):
@@ -20,11 +20,11 @@ class Multi(Strategy, Teacher):
     version = "1"
 
     @classmethod
-    def modality_plans(
+    def modality_uses(
         cls, training: tuple[str, ...], available: Sequence[tuple[str, ...]]
-    ) -> list[ModalityPlan]:
+    ) -> list[ModalityUse]:
         """One model for the scenario, on every training modality, whatever is available."""
-        return [cls.teacher_plan(training)]
+        return [cls.teacher_use(training)]
 
 
 @hookimpl

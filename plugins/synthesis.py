@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from kdbench import BuildContext, HParam, ModalityPlan, Strategy, Teacher, hookimpl
+from kdbench import BuildContext, HParam, ModalityUse, Strategy, Teacher, hookimpl
 
 
 class SynthesisThenSegment(Strategy, Teacher):
@@ -43,17 +43,17 @@ class SynthesisThenSegment(Strategy, Teacher):
     kind = "bridged"
 
     @classmethod
-    def teacher_plan(cls, training: tuple[str, ...], available: tuple[str, ...] | None = None
-                     ) -> ModalityPlan:
+    def teacher_use(cls, training: tuple[str, ...], available: tuple[str, ...] | None = None
+                     ) -> ModalityUse:
         """As a teacher (the *bridged* teacher of ``genkd``, fine-tuned or not), it reads the
         student's modalities and completes them itself: one Job per available subset."""
         if available is None:
             raise ValueError("synthesis as a teacher needs the student's available subset")
-        return ModalityPlan(training=training, evaluate=(available,))
+        return ModalityUse(training=training, evaluate=(available,))
 
     def input_modalities(self) -> tuple[str, ...]:
         """Only the available modalities: the rest is synthesised."""
-        return self.plan.evaluate[0]
+        return self.modalities.evaluate[0]
 
     def build(self, context: BuildContext) -> Any:
         """The generator (frozen) and a segmenter initialised from the teacher."""
@@ -65,8 +65,8 @@ class SynthesisThenSegment(Strategy, Teacher):
         segmenter = context.network(len(context.teacher_modalities))
         if context.teacher is not None:
             segmenter.load_state_dict(context.teacher.state_dict())
-        if tuple(generator.plan.training) != tuple(context.teacher_modalities):
-            raise RuntimeError(f"the generator completes {generator.plan.training} but the "
+        if tuple(generator.modalities.training) != tuple(context.teacher_modalities):
+            raise RuntimeError(f"the generator completes {generator.modalities.training} but the "
                                f"teacher reads {context.teacher_modalities}")
         segmenter.requires_grad_(bool(self.hparams["fine_tune"]))
         return SynthesiseThenSegment(generator, context.generator, segmenter)

@@ -10,7 +10,7 @@ from kdbench.components.metric import Metric
 from kdbench.components.reporter import Reporter, ReportSection
 from kdbench.components.strategy import Strategy
 from kdbench.components.teacher import Teacher
-from kdbench.types import ModalityPlan
+from kdbench.types import ModalityUse
 
 __all__ = [
     "Backbone",
@@ -25,7 +25,7 @@ __all__ = [
     "JobLauncher",
     "JobState",
     "Metric",
-    "ModalityPlan",
+    "ModalityUse",
     "ReportSection",
     "Reporter",
     "Strategy",

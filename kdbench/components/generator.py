@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from kdbench.components.base import Component
 from kdbench.components.strategy import Strategy
 from kdbench.components.teacher import TRAINABLE
-from kdbench.types import Modalities, ModalityPlan
+from kdbench.types import Modalities, ModalityUse
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -18,7 +18,7 @@ class Generator(Component):
     strategy that uses it (synthesis-then-segment, generative distillation).
 
     A generator Job trains on the (N, seed) training subset to synthesise, from the modalities
-    of its plan's one evaluated subset (the *available* ones), every other training modality
+    of its ModalityUse's one evaluated subset (the *available* ones), every other training modality
     (the *missing* ones). It is scored on the test set by the image quality of what it
     synthesises (MAE, PSNR, SSIM inside the brain mask) and by the Dice of a frozen multi-modal
     segmenter fed the completed input, against the same segmenter on real input (ΔDice): that
@@ -44,19 +44,19 @@ class Generator(Component):
         return problems
 
     @classmethod
-    def generator_plan(cls, training: Modalities, available: Modalities) -> ModalityPlan:
+    def generator_use(cls, training: Modalities, available: Modalities) -> ModalityUse:
         """Trains on every training modality; reads ``available`` (its one evaluated subset)."""
-        return ModalityPlan(training=training, evaluate=(available,))
+        return ModalityUse(training=training, evaluate=(available,))
 
     @property
     def available(self) -> Modalities:
         """The modalities the generator reads."""
-        return self.plan.evaluate[0]  # type: ignore[attr-defined]
+        return self.modalities.evaluate[0]  # type: ignore[attr-defined]
 
     @property
     def missing(self) -> Modalities:
         """The modalities it synthesises, in channel order."""
-        return tuple(m for m in self.plan.training if m not in self.available)  # type: ignore[attr-defined]
+        return tuple(m for m in self.modalities.training if m not in self.available)  # type: ignore[attr-defined]
 
     def synthesise(self, model: nn.Module, inputs: Tensor) -> Tensor:
         """The point estimate of the missing channels from the available ones (no sampling)."""
@@ -72,7 +72,7 @@ class Generator(Component):
         import torch
 
         parts: list[Any] = []
-        for modality in self.plan.training:  # type: ignore[attr-defined]
+        for modality in self.modalities.training:  # type: ignore[attr-defined]
             if modality in self.available:
                 i = self.available.index(modality)
                 parts.append(available[:, i:i + 1])

@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kdbench.components.base import Component
-from kdbench.types import Modalities, ModalityPlan
+from kdbench.types import Modalities, ModalityUse
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -168,7 +168,7 @@ class Strategy(Component):
 
     A strategy declares, as class attributes, its ``name`` and ``version``, the dependencies
     it needs (``requires``: ``"teacher"`` and/or ``"generator"``, with defaults that a protocol
-    may override) and its hyper-parameters. :meth:`modality_plans` says how a scenario becomes
+    may override) and its hyper-parameters. :meth:`modality_uses` says how a scenario becomes
     Jobs. The training lifecycle the engine calls (build networks, loss of one batch, predict)
     is added with the engine; until then a strategy is a declaration the plan can expand.
 
@@ -182,19 +182,19 @@ class Strategy(Component):
     default_teacher: ClassVar[str | None] = None
     default_generator: ClassVar[str | None] = None
 
-    def __init__(self, hparams: Mapping[str, Any], plan: ModalityPlan) -> None:
+    def __init__(self, hparams: Mapping[str, Any], modalities: ModalityUse) -> None:
         """A strategy for one Job: its resolved hyper-parameters and modalities."""
         self.hparams = dict(hparams)
-        self.plan = plan
+        self.modalities = modalities
 
     # -- the training lifecycle, called by the backbone's engine --------------------------------
 
     def input_modalities(self) -> tuple[str, ...]:
         """The channels the trained model reads: the one subset it is scored on, or every
         training modality when it is scored on several (a model of all subsets)."""
-        if len(self.plan.evaluate) == 1:
-            return self.plan.evaluate[0]
-        return self.plan.training
+        if len(self.modalities.evaluate) == 1:
+            return self.modalities.evaluate[0]
+        return self.modalities.training
 
     def build(self, context: BuildContext) -> nn.Module:
         """Build the trainable model; its ``forward(inputs)`` returns the backbone's outputs.
@@ -252,9 +252,9 @@ class Strategy(Component):
         return model
 
     @classmethod
-    def modality_plans(
+    def modality_uses(
         cls, training: Modalities, available: Sequence[Modalities]
-    ) -> list[ModalityPlan]:
+    ) -> list[ModalityUse]:
         """Split a scenario into Jobs.
 
         The default trains one model per available subset, with every training modality open
@@ -265,7 +265,7 @@ class Strategy(Component):
             training: modalities present in the training data.
             available: the subsets available at inference time (one, or the 15 of ``all``).
         """
-        return [ModalityPlan(training=training, evaluate=(subset,)) for subset in available]
+        return [ModalityUse(training=training, evaluate=(subset,)) for subset in available]
 
     @classmethod
     def validate_declaration(cls) -> list[str]:

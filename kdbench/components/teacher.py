@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from kdbench.components.base import Component
 from kdbench.components.strategy import Strategy
-from kdbench.types import Modalities, ModalityPlan
+from kdbench.types import Modalities, ModalityUse
 
 #: Why a teacher or generator must also be a strategy (shown when one is not).
 TRAINABLE = ("is trained as a Job of its own, so it must also derive from kdbench.Strategy "
@@ -32,11 +32,11 @@ class Teacher(Component):
         return problems
 
     @classmethod
-    def teacher_plan(cls, training: Modalities, available: Modalities | None = None
-                     ) -> ModalityPlan:
+    def teacher_use(cls, training: Modalities, available: Modalities | None = None
+                     ) -> ModalityUse:
         """The teacher trains on, and predicts from, every training modality.
 
         ``available`` is the student's subset: a teacher that reads only it (``synthesis``,
         which completes its input with a generator) is one Job per subset.
         """
-        return ModalityPlan(training=training, evaluate=(training,))
+        return ModalityUse(training=training, evaluate=(training,))

@@ -17,7 +17,7 @@ from typing import Any
 
 from kdbench.errors import KdbenchError
 from kdbench.hashing import content_id
-from kdbench.types import JOB_SPEC_VERSION, Job, JobSpec, ModalityPlan
+from kdbench.types import JOB_SPEC_VERSION, Job, JobSpec, ModalityUse
 
 #: The spec's file name in a Job's folder.
 SPEC_FILE = "job.json"
@@ -90,7 +90,7 @@ def _job(path: Path, data: Any, where: str) -> Job:
         problems.append("its hparams differ from the ones its spec hashed")
     if spec.get("depends_on") != job.depends_on:
         problems.append("its depends_on differs from the one its spec hashed")
-    if ModalityPlan.from_json(spec.get("modalities", job.modalities.to_json())) != \
+    if ModalityUse.from_json(spec.get("modalities", job.modalities.to_json())) != \
             job.modalities:
         problems.append("its modalities differ from the ones its spec hashed")
     if (spec.get("n"), spec.get("seed")) != (job.n, job.seed):

@@ -69,7 +69,7 @@ class UNetGenerator(Strategy, Generator):
 
             discriminator = PatchDiscriminator(
                 spatial_dims=len(context.patch_size) or 3, channels=32,
-                in_channels=len(self.plan.training), out_channels=1,
+                in_channels=len(self.modalities.training), out_channels=1,
                 num_layers_d=patch_layers(context.patch_size), norm="INSTANCE",
             ).to(context.device)
         self._segmenter = context.teacher

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kdbench import BuildContext, HParam, ModalityPlan, Strategy, TrainingStep
+from kdbench import BuildContext, HParam, ModalityUse, Strategy, TrainingStep
 
 
 class HeteroModal(Strategy):
@@ -13,21 +13,21 @@ class HeteroModal(Strategy):
     each available subset (all 15 under the ``all`` scenario)."""
 
     @classmethod
-    def modality_plans(
+    def modality_uses(
         cls, training: tuple[str, ...], available: Sequence[tuple[str, ...]]
-    ) -> list[ModalityPlan]:
+    ) -> list[ModalityUse]:
         """One Job per scenario, scored on every available subset."""
-        return [ModalityPlan(training=training, evaluate=tuple(available))]
+        return [ModalityUse(training=training, evaluate=tuple(available))]
 
     def input_modalities(self) -> tuple[str, ...]:
         """Every training modality, even when the scenario scores one subset."""
-        return self.plan.training
+        return self.modalities.training
 
     def inference_model(self, model: Any, available: tuple[str, ...]) -> Any:
         """The model through the subset ``available`` (its encoders only)."""
         from kdbench_plugins.hetero_modal.networks import SubsetView
 
-        order = self.plan.training
+        order = self.modalities.training
         missing = [m for m in available if m not in order]
         if missing:
             raise ValueError(f"{self.name} was trained on {list(order)}, not on {missing}")

@@ -128,7 +128,7 @@ def train(request: TrainRequest) -> TrainResult:
             dependencies={role: trained.strategy for role, trained in needed.items()},
             unlabelled_cases=tuple(request.unlabelled_cases),
             initial_lr=request.budget.initial_lr,
-            training_modalities=request.strategy.plan.training,
+            training_modalities=request.strategy.modalities.training,
             callbacks=list(request.callbacks),
             augmentation=getattr(request.options, "augmentation", "nnunet"),
         ))

@@ -7,7 +7,7 @@ import torch
 
 from kdbench import BuildContext, StepBatch, Strategy, TrainingStep
 from kdbench.modalities import MODALITIES
-from kdbench.types import ModalityPlan
+from kdbench.types import ModalityUse
 
 
 class CountingTeacher(torch.nn.Module):
@@ -82,6 +82,6 @@ def test_supervised_and_the_deep_supervision_sum_by_hand():
 
 def test_the_default_loss_is_the_supervised_loss():
     step = _step()
-    strategy = Strategy({}, ModalityPlan(MODALITIES, (("t1ce",),)))
+    strategy = Strategy({}, ModalityUse(MODALITIES, (("t1ce",),)))
     assert torch.equal(strategy.training_loss(step)["loss"], step.supervised())
     assert strategy.validation_terms(step) is None

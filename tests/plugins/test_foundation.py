@@ -42,7 +42,7 @@ def _reference(seed: int = 0, **kwargs) -> SegResNet:
 
 def _teacher(**overrides) -> FoundationTeacher:
     hparams = FoundationTeacher.resolve_hparams(overrides)
-    return FoundationTeacher(hparams, FoundationTeacher.teacher_plan(MODALITIES))
+    return FoundationTeacher(hparams, FoundationTeacher.teacher_use(MODALITIES))
 
 
 def _context(for_training: bool = True, **kwargs) -> BuildContext:
@@ -211,7 +211,7 @@ def test_bad_settings_fail_clearly(tmp_path):
     with pytest.raises(KdbenchError, match="in_channels=2 but channel_order names 4"):
         _build(checkpoint=str(path), network_kwargs=json.dumps({**TINY, "in_channels": 2}))
     teacher = FoundationTeacher(FoundationTeacher.resolve_hparams({"checkpoint": str(path)}),
-                                FoundationTeacher.teacher_plan(("t1", "t1ce", "t2")))
+                                FoundationTeacher.teacher_use(("t1", "t1ce", "t2")))
     with pytest.raises(KdbenchError, match="reads flair .* trains on t1, t1ce, t2 only"):
         teacher.build(_context())
 
@@ -280,7 +280,7 @@ def test_few_shot_fine_tuning_starts_from_the_checkpoint(prepared_phantom, tmp_p
     hparams = FoundationTeacher.resolve_hparams({
         "checkpoint": str(tmp_path / "pretrained.pt"), "network_kwargs": json.dumps(TINY),
         "few_shot_k": 2, "fine_tune_lr": 3e-3, **BUNDLE_ORDERS})
-    strategy = Recording(hparams, FoundationTeacher.teacher_plan(MODALITIES))
+    strategy = Recording(hparams, FoundationTeacher.teacher_use(MODALITIES))
     ids = tuple(prepared_phantom.cases)
     train_cases = strategy.training_cases(ids[:6])
     assert train_cases == ids[:2]

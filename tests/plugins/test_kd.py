@@ -9,7 +9,7 @@ from scipy.special import expit, rel_entr
 
 from kdbench.components.strategy import BuildContext, StepBatch, TrainingStep
 from kdbench.modalities import MODALITIES
-from kdbench.types import ModalityPlan
+from kdbench.types import ModalityUse
 from kdbench_plugins.kd import KnowledgeDistillation, binary_kl
 
 
@@ -60,7 +60,7 @@ def test_training_loss_combines_the_terms_and_spares_the_teacher():
                            teacher_modalities=MODALITIES, deep_supervision_weights=(0.8, 0.2))
     kd = KnowledgeDistillation({"kd_weight": 2.0, "temperature": 4.0, "latent_weight": 0.0,
                                 "latent_loss": "mse"},
-                               ModalityPlan(MODALITIES, (("t1ce",),)))
+                               ModalityUse(MODALITIES, (("t1ce",),)))
     batch = StepBatch(privileged[:, [1]], privileged, None, MODALITIES)
     terms = kd.training_loss(TrainingStep(None, student, batch, context))
     expected = 0.8 * binary_kl(student[0], teacher_logits[0], 4.0) + 0.2 * binary_kl(
@@ -107,7 +107,7 @@ def test_latent_terms_hand_computed():
     teacher = torch.tensor([[[np.log(3.0), 5.0], [0.0, -5.0]]]).reshape(1, 2, 1, 1, 2)
     assert float(latent_kl(student, teacher)) == pytest.approx(0.0654060, abs=1e-6)
     kd = KnowledgeDistillation({"kd_weight": 0.0, "temperature": 1.0, "latent_weight": 1.0,
-                                "latent_loss": "mse"}, ModalityPlan(MODALITIES, (("t1ce",),)))
+                                "latent_loss": "mse"}, ModalityUse(MODALITIES, (("t1ce",),)))
     assert float(kd._latent(student, teacher)) == pytest.approx(0.3017372, abs=1e-6)
 
 
@@ -130,7 +130,7 @@ def test_latent_term_is_added_with_its_weight_from_both_bottlenecks():
                            supervised_loss=lambda o, t: torch.tensor(0.5), num_outputs=3,
                            device="cpu", teacher=teacher, teacher_modalities=MODALITIES)
     kd = KnowledgeDistillation({"kd_weight": 0.1, "temperature": 2.0, "latent_weight": 0.3,
-                                "latent_loss": "kl"}, ModalityPlan(MODALITIES, (("t1ce",),)))
+                                "latent_loss": "kl"}, ModalityUse(MODALITIES, (("t1ce",),)))
     student = kd.build(context)
     x = torch.randn(2, 4, 3, 3, 3)
     terms = kd.training_loss(TrainingStep(student, student(x[:, [1]]),

@@ -17,7 +17,7 @@ from reliability.grid import tmpfs
 
 from kdbench.components.requests import TrainedModel, TrainRequest
 from kdbench.errors import KdbenchError
-from kdbench.types import Budget, ModalityPlan
+from kdbench.types import Budget, ModalityUse
 from kdbench_plugins.nnunet_backbone import NnUNetOptions
 from kdbench_plugins.nnunet_backbone.checkpoint import load_checkpoint_file
 
@@ -42,7 +42,7 @@ def _malicious(path, marker):
 
 
 def _mono(registry):
-    return registry.strategies.get("mono")({}, ModalityPlan(("t1ce",), (("t1ce",),)))
+    return registry.strategies.get("mono")({}, ModalityUse(("t1ce",), (("t1ce",),)))
 
 
 def _trainer(dataset, registry, results, seed=0):

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdbench import Generator, ModalityPlan, Strategy
+from kdbench import Generator, ModalityUse, Strategy
 from kdbench.components.strategy import BuildContext, StepBatch, TrainingStep
 from kdbench.modalities import MODALITIES
 from kdbench_plugins.genkd import GenerativeKD, mc_targets
@@ -90,7 +90,7 @@ class FixedGenerator(Strategy, Generator):
 
 def _setup(hparams, offsets=(0.0,)):
     torch.manual_seed(0)
-    generator = FixedGenerator({}, ModalityPlan(MODALITIES, (T1CE,)))
+    generator = FixedGenerator({}, ModalityUse(MODALITIES, (T1CE,)))
     generator.offsets = offsets
     teacher = Teacher()
     context = BuildContext(
@@ -99,7 +99,7 @@ def _setup(hparams, offsets=(0.0,)):
         teacher_modalities=MODALITIES, deep_supervision_weights=(0.75, 0.25),
         generator=torch.nn.Identity(), dependencies={"generator": generator})
     strategy = GenerativeKD(GenerativeKD.resolve_hparams(hparams),
-                            ModalityPlan(MODALITIES, (T1CE,)))
+                            ModalityUse(MODALITIES, (T1CE,)))
     model = strategy.build(context)
     privileged = torch.randn(2, 4, 4, 4, 4)
     student = [torch.randn(2, 3, 4, 4, 4, requires_grad=True),
@@ -186,7 +186,7 @@ def test_unlabelled_batch_is_distilled_through_the_generator():
 
 
 def test_complete_puts_every_channel_in_channel_order():
-    generator = FixedGenerator({}, ModalityPlan(MODALITIES, (("t1ce", "flair"),)))
+    generator = FixedGenerator({}, ModalityUse(MODALITIES, (("t1ce", "flair"),)))
     assert generator.missing == ("t1", "t2")
     available = torch.stack([torch.full((2, 2, 2), 1.0), torch.full((2, 2, 2), 4.0)])[None]
     missing = torch.stack([torch.full((2, 2, 2), 0.0), torch.full((2, 2, 2), 2.0)])[None]
@@ -222,7 +222,7 @@ def _generator(hparams):
     from kdbench_plugins.generators import UNetGenerator
 
     return UNetGenerator(UNetGenerator.resolve_hparams(hparams),
-                         UNetGenerator.generator_plan(MODALITIES, T1CE))
+                         UNetGenerator.generator_use(MODALITIES, T1CE))
 
 
 def test_generator_shapes_sampling_and_point_estimate(phantom_context):

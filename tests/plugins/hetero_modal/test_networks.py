@@ -7,7 +7,7 @@ import torch
 
 from kdbench.components.strategy import BuildContext
 from kdbench.modalities import MODALITIES
-from kdbench.types import ModalityPlan
+from kdbench.types import ModalityUse
 from kdbench_plugins.hetero_modal.fusion import all_subsets
 from kdbench_plugins.hetero_modal.networks import HVEDOutput
 from kdbench_plugins.hetero_modal.strategies import UHVED, HeMIS
@@ -26,7 +26,7 @@ def _network(in_channels, deep_supervision=True):
 
 
 CONTEXT = BuildContext(network=_network, supervised_loss=None, num_outputs=3, device="cpu")
-ALL = ModalityPlan(MODALITIES, tuple(tuple(MODALITIES[i] for i in s) for s in all_subsets(4)))
+ALL = ModalityUse(MODALITIES, tuple(tuple(MODALITIES[i] for i in s) for s in all_subsets(4)))
 
 
 @pytest.mark.parametrize("cls", [HeMIS, UHVED])
@@ -38,7 +38,7 @@ def test_every_subset_gives_full_resolution_region_logits(cls):
     assert len(model.encoders) == 4
     x = torch.randn(2, 4, *PATCH)
     with torch.no_grad():
-        for subset in strategy.plan.evaluate:
+        for subset in strategy.modalities.evaluate:
             view = strategy.inference_model(model, subset)
             channels = [MODALITIES.index(m) for m in subset]
             out = view(x[:, channels])

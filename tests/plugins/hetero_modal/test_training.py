@@ -9,7 +9,7 @@ import pytest
 
 from kdbench.components.requests import ModelRequest, PredictRequest, TrainedModel, TrainRequest
 from kdbench.modalities import MODALITIES
-from kdbench.types import Budget, ModalityPlan
+from kdbench.types import Budget, ModalityUse
 from kdbench_plugins.nnunet_backbone import NnUNetBackbone, NnUNetOptions
 
 SUBSETS = (("t1ce",), ("t1", "flair"), MODALITIES)
@@ -19,7 +19,7 @@ SUBSETS = (("t1ce",), ("t1", "flair"), MODALITIES)
 def test_short_training_then_every_subset_predicts(prepared_phantom, registry, tmp_path, name):
     cls = registry.strategies.get(name)
     strategy = cls({k: v.default for k, v in cls.hparams.items()},
-                   ModalityPlan(MODALITIES, SUBSETS))
+                   ModalityUse(MODALITIES, SUBSETS))
     ids = list(prepared_phantom.cases)
     reports = []
     backbone = NnUNetBackbone()

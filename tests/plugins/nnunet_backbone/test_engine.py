@@ -17,7 +17,7 @@ from helpers import ROOT
 
 from kdbench.components.requests import ModelRequest, PredictRequest, TrainedModel, TrainRequest
 from kdbench.modalities import MODALITIES
-from kdbench.types import Budget, ModalityPlan
+from kdbench.types import Budget, ModalityUse
 from kdbench_plugins.nnunet_backbone import NnUNetBackbone, NnUNetOptions
 from kdbench_plugins.nnunet_backbone.environment import VARIABLES
 
@@ -36,7 +36,7 @@ def _first_conv(model):
 @pytest.mark.parametrize("modalities", [("t1ce",), MODALITIES], ids=["1-channel", "4-channel"])
 def test_train_and_predict(prepared_phantom, registry, tmp_path, modalities):
     cls = registry.strategies.get("mono" if len(modalities) == 1 else "multi")
-    strategy = cls({}, ModalityPlan(modalities, (modalities,)))
+    strategy = cls({}, ModalityUse(modalities, (modalities,)))
     reports = []
     backbone = NnUNetBackbone()
     result = backbone.train(_request(strategy, prepared_phantom, tmp_path,
@@ -74,7 +74,7 @@ def test_train_and_predict(prepared_phantom, registry, tmp_path, modalities):
 RESUME_SCRIPT = """
 import sys
 from pathlib import Path
-from kdbench.types import ModalityPlan
+from kdbench.types import ModalityUse
 from kdbench.data.prepared import PreparedDataset
 from kdbench.components.requests import TrainRequest
 from kdbench.types import Budget
@@ -86,7 +86,7 @@ if __name__ == "__main__":
     dataset = PreparedDataset.open(Path(sys.argv[1]))
     ids = list(dataset.cases)
     strategy = load_plugins(use_env=False).strategies.get("mono")(
-        {}, ModalityPlan(("flair",), (("flair",),)))
+        {}, ModalityUse(("flair",), (("flair",),)))
     train(TrainRequest(strategy, dataset, tuple(ids[:6]), tuple(ids[6:8]), Budget(4, 3, 1),
                        NnUNetOptions(), Path(sys.argv[2]), seed=3))
 """
@@ -95,7 +95,7 @@ if __name__ == "__main__":
 def test_killed_training_resumes_to_the_same_final_state(prepared_phantom, registry, tmp_path):
     script = tmp_path / "train_job.py"
     script.write_text(textwrap.dedent(RESUME_SCRIPT))
-    strategy = registry.strategies.get("mono")({}, ModalityPlan(("flair",), (("flair",),)))
+    strategy = registry.strategies.get("mono")({}, ModalityUse(("flair",), (("flair",),)))
     budget = Budget(4, 3, 1)
 
     whole = NnUNetBackbone().train(_request(strategy, prepared_phantom, tmp_path / "whole",

@@ -20,7 +20,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from kdbench.components.requests import TrainedModel, TrainRequest
 from kdbench.modalities import MODALITIES
-from kdbench.types import Budget, ModalityPlan
+from kdbench.types import Budget, ModalityUse
 from kdbench_plugins.multi import Multi
 from kdbench_plugins.nnunet_backbone import NnUNetOptions, engine
 from kdbench_plugins.nnunet_backbone.environment import NnUNetFolders, nnunet_environment
@@ -63,7 +63,7 @@ def _train_kdbench(dataset, tmp_path, monkeypatch):
         on_train_start(self)
 
     monkeypatch.setattr(KdbenchTrainer, "on_train_start", capture)
-    strategy = Multi({}, ModalityPlan(MODALITIES, (MODALITIES,)))
+    strategy = Multi({}, ModalityUse(MODALITIES, (MODALITIES,)))
     reports = []
     request = TrainRequest(
         strategy=strategy, dataset=dataset, train_cases=train, val_cases=val,

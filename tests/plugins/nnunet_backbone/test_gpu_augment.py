@@ -355,7 +355,7 @@ def test_options_select_the_path_and_only_gpu_changes_the_job_id(registry, demo_
 
 def _trainer(dataset, augmentation, tmp_path, features=(8, 16, 32)):
     from kdbench.modalities import MODALITIES
-    from kdbench.types import ModalityPlan
+    from kdbench.types import ModalityUse
     from kdbench_plugins.multi import Multi
     from kdbench_plugins.nnunet_backbone import NnUNetOptions, engine
     from kdbench_plugins.nnunet_backbone.environment import NnUNetFolders, nnunet_environment
@@ -370,7 +370,7 @@ def _trainer(dataset, augmentation, tmp_path, features=(8, 16, 32)):
         engine.seed_everything(0)
         trainer = engine._trainer(dataset, options, "cpu", continue_training=False)
         trainer.configure(TrainerSettings(
-            strategy=Multi({}, ModalityPlan(MODALITIES, (MODALITIES,))),
+            strategy=Multi({}, ModalityUse(MODALITIES, (MODALITIES,))),
             train_cases=tuple(ids[:8]), val_cases=tuple(ids[8:10]), epochs=1,
             iterations_per_epoch=1, val_iterations=1, augmentation=augmentation))
         trainer.initialize()
@@ -430,7 +430,7 @@ def test_gpu_path_trains_to_nnunets_validation_dice(prepared_phantom, tmp_path):
     DICE_TOLERANCE, and both paths learn (Dice above 0.3)."""
     from kdbench.components.requests import TrainRequest
     from kdbench.modalities import MODALITIES
-    from kdbench.types import Budget, ModalityPlan
+    from kdbench.types import Budget, ModalityUse
     from kdbench_plugins.multi import Multi
     from kdbench_plugins.nnunet_backbone import NnUNetOptions, engine
 
@@ -439,7 +439,7 @@ def test_gpu_path_trains_to_nnunets_validation_dice(prepared_phantom, tmp_path):
     for augmentation in ("nnunet", "gpu"):
         for seed in DICE_SEEDS:
             result = engine.train(TrainRequest(
-                strategy=Multi({}, ModalityPlan(MODALITIES, (MODALITIES,))),
+                strategy=Multi({}, ModalityUse(MODALITIES, (MODALITIES,))),
                 dataset=prepared_phantom, train_cases=tuple(ids[:8]),
                 val_cases=tuple(ids[8:10]),
                 budget=Budget(epochs=DICE_EPOCHS, iterations_per_epoch=DICE_ITERATIONS,
