@@ -227,8 +227,6 @@ def prepare_dataset(
         KdbenchError: unreadable source, problems in the data (all listed), a name taken by
             another dataset, or another prepare running on the same name.
     """
-    from kdbench.data.integrity import bad_cases, check_release, format_report
-
     if not is_safe_case_id(name):
         raise KdbenchError(f"dataset name {name!r} must be letters, digits, '_', '.', '-'")
     source = Path(source).resolve()
@@ -254,51 +252,22 @@ def prepare_dataset(
                 if marker else "exists and is not a prepared kdbench dataset")
         raise KdbenchError(f"{target} {what}; pass --force to redo it, or choose another --name")
 
-    problems = check_release(release, workers=workers)
-    bad = bad_cases(problems)
-    release_level = [p for p in problems if p.case is None]
-    if release_level or (problems and not exclude_bad):
-        hint = "" if release_level else (
-            "\nFix these files, or leave the cases out with --exclude-bad."
-        )
-        raise KdbenchError(format_report(source, problems) + hint)
-    cases = [c for c in release.cases if c.case_id not in bad]
-    if not cases:
-        raise KdbenchError(f"no usable case left in {source} after excluding {len(bad)} bad ones")
+    cases, problems, bad = _usable_cases(release, source, workers, exclude_bad)
     if check_cases is not None:
         check_cases([c.case_id for c in cases])
 
     data_dir.mkdir(parents=True, exist_ok=True)
     with _lock(data_dir, name):
-        for stale in data_dir.glob(f".tmp-{name}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        for stale in data_dir.glob(f".old-{name}-*"):
+        for stale in [*data_dir.glob(f".tmp-{name}-*"), *data_dir.glob(f".old-{name}-*")]:
             shutil.rmtree(stale, ignore_errors=True)
         tmp = data_dir / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            _write_json(tmp / CASES, {
-                "label_convention": release.label_convention,
-                "cases": [{"id": c.case_id, "metadata": dict(c.metadata),
-                           "images": {m: os.path.relpath(p, source) for m, p in c.images.items()},
-                           "label": os.path.relpath(c.label, source) if c.label else None}
-                          for c in cases],
-            })
-            excluded = [
-                {"case": p.case, "file": str(p.file) if p.file else None, "problem": p.problem}
-                for p in problems if p.case in bad
-            ]
-            if excluded:
-                _write_json(tmp / EXCLUDED, excluded)
+            _write_cases(tmp, release, source, cases, [p for p in problems if p.case in bad])
             (tmp / backbone_cls.name).mkdir()
             summary = backbone_cls().prepare(cases, release.label_map, tmp / backbone_cls.name,
                                              bb_options, name=name, num_processes=workers)
-            try:
-                json.dumps(summary)
-            except (TypeError, ValueError) as exc:
-                raise PluginError(f"backbone {backbone_cls.name!r}: prepare returned a summary "
-                                  f"that is not JSON ({exc}); return plain dicts, lists, "
-                                  "strings and numbers") from None
+            _check_summary(backbone_cls.name, summary)
             marker = {
                 "format": FORMAT,
                 "name": name,
@@ -317,11 +286,67 @@ def prepare_dataset(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # a failed prepare leaves no half folder
             raise
-        if target.exists():
-            old = data_dir / f".old-{name}-{uuid.uuid4().hex[:8]}"
-            os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
+        _swap_in(tmp, target)
     return PrepareResult(target, True, len(cases), sorted(bad), marker)
+
+
+def _usable_cases(release: Release, source: Path, workers: int, exclude_bad: bool
+                  ) -> tuple[list[CaseFiles], list[Any], set[str]]:
+    """Every file checked: the cases to prepare, every problem found and the bad cases' ids.
+
+    Raises:
+        KdbenchError: listing every problem, unless ``exclude_bad`` leaves the bad cases out
+            (a problem of the release itself always stops), or when no case is left.
+    """
+    from kdbench.data.integrity import bad_cases, check_release, format_report
+
+    problems = check_release(release, workers=workers)
+    bad = bad_cases(problems)
+    release_level = [p for p in problems if p.case is None]
+    if release_level or (problems and not exclude_bad):
+        hint = "" if release_level else (
+            "\nFix these files, or leave the cases out with --exclude-bad."
+        )
+        raise KdbenchError(format_report(source, problems) + hint)
+    cases = [c for c in release.cases if c.case_id not in bad]
+    if not cases:
+        raise KdbenchError(f"no usable case left in {source} after excluding {len(bad)} bad ones")
+    return cases, problems, bad
+
+
+def _write_cases(folder: Path, release: Release, source: Path, cases: list[CaseFiles],
+                 excluded: list[Any]) -> None:
+    """The canonical case list (paths relative to the release) and, if any case was left out,
+    ``excluded.json`` with its problems."""
+    _write_json(folder / CASES, {
+        "label_convention": release.label_convention,
+        "cases": [{"id": c.case_id, "metadata": dict(c.metadata),
+                   "images": {m: os.path.relpath(p, source) for m, p in c.images.items()},
+                   "label": os.path.relpath(c.label, source) if c.label else None}
+                  for c in cases],
+    })
+    if excluded:
+        _write_json(folder / EXCLUDED, [
+            {"case": p.case, "file": str(p.file) if p.file else None, "problem": p.problem}
+            for p in excluded])
+
+
+def _check_summary(backbone: str, summary: Any) -> None:
+    """Refuse a backbone's prepare summary that cannot be stored as JSON."""
+    try:
+        json.dumps(summary)
+    except (TypeError, ValueError) as exc:
+        raise PluginError(f"backbone {backbone!r}: prepare returned a summary that is not JSON "
+                          f"({exc}); return plain dicts, lists, strings and numbers") from None
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Rename the finished ``tmp`` to ``target``; an existing target is moved aside first and
+    removed only once the new folder is in place."""
+    if target.exists():
+        old = target.parent / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(target, old)
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, target)
