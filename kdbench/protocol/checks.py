@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from kdbench.protocol.errors import describe_errors, located
-from kdbench.protocol.models import Protocol
+from kdbench.protocol.models import Protocol, StrategySpec
 from kdbench.protocol.yaml_source import Loc, YamlSource
 
 if TYPE_CHECKING:
@@ -66,48 +66,7 @@ def check_against_registry(
         _options(problems, backbone, protocol.backbone.options, ("backbone", "options"))
 
     for i, spec in enumerate(protocol.strategies):
-        loc: Loc = ("strategies", i)
-        cls = _plugin(problems, registry.strategies, spec.name, (*loc, "name"))
-        if cls is None:
-            continue
-        if spec.hparams == "tuned":
-            if protocol.tuning is None:
-                problems.add(
-                    (*loc, "hparams"),
-                    "'tuned' needs a `tuning:` section (trials, ...) in the protocol",
-                )
-            if not any(h.tunable for h in cls.hparams.values()):
-                problems.add(
-                    (*loc, "hparams"),
-                    f"strategy {spec.name!r} declares no search space (no hyper-parameter "
-                    "with a range or choices); give its hparams instead of 'tuned'",
-                )
-        else:
-            _hparams(problems, cls, spec.hparams, (*loc, "hparams"))
-        for role, category in (("teacher", "teachers"), ("generator", "generators")):
-            given = getattr(spec, role)
-            extra = getattr(spec, f"{role}_hparams")
-            if role not in cls.requires:
-                if given is not None or extra:
-                    problems.add(
-                        (*loc, role if given is not None else f"{role}_hparams"),
-                        f"strategy {spec.name!r} takes no {role}; remove this key",
-                    )
-                continue
-            name = given or getattr(cls, f"default_{role}")
-            dep = _plugin(problems, registry.categories[category], name, (*loc, role))
-            if dep is not None:
-                _hparams(problems, dep, extra, (*loc, f"{role}_hparams"))
-        if "generator" in cls.requires:
-            for j, scenario in enumerate(protocol.scenarios):
-                if any(set(s) >= set(scenario.training) for s in scenario.subsets()):
-                    problems.add(
-                        ("scenarios", j, "available"),
-                        f"strategy {spec.name!r} synthesises missing modalities, but scenario "
-                        f"{scenario.name!r} makes every training modality available (nothing "
-                        "to synthesise); give it a subset of the training modalities, or use "
-                        "this strategy in another scenario",
-                    )
+        _check_strategy(problems, protocol, registry, i, spec)
 
     for i, metric in enumerate(protocol.metrics or ()):
         _plugin(problems, registry.metrics, metric, ("metrics", i))
@@ -133,6 +92,54 @@ def check_against_registry(
             f"baseline {baseline!r} is not a strategy of this protocol (labels: {labels})",
         )
     return list(problems)
+
+
+def _check_strategy(problems: _Problems, protocol: Protocol, registry: Registry, i: int,
+                    spec: StrategySpec) -> None:
+    """The problems of ``strategies[i]``: its name, hyper-parameters (or ``tuned``), the
+    teacher and generator it takes, and scenarios with nothing for its generator to do."""
+    loc: Loc = ("strategies", i)
+    cls = _plugin(problems, registry.strategies, spec.name, (*loc, "name"))
+    if cls is None:
+        return
+    if spec.hparams == "tuned":
+        if protocol.tuning is None:
+            problems.add(
+                (*loc, "hparams"),
+                "'tuned' needs a `tuning:` section (trials, ...) in the protocol",
+            )
+        if not any(h.tunable for h in cls.hparams.values()):
+            problems.add(
+                (*loc, "hparams"),
+                f"strategy {spec.name!r} declares no search space (no hyper-parameter "
+                "with a range or choices); give its hparams instead of 'tuned'",
+            )
+    else:
+        _hparams(problems, cls, spec.hparams, (*loc, "hparams"))
+    for role, category in (("teacher", "teachers"), ("generator", "generators")):
+        given = getattr(spec, role)
+        extra = getattr(spec, f"{role}_hparams")
+        if role not in cls.requires:
+            if given is not None or extra:
+                problems.add(
+                    (*loc, role if given is not None else f"{role}_hparams"),
+                    f"strategy {spec.name!r} takes no {role}; remove this key",
+                )
+            return
+        name = given or getattr(cls, f"default_{role}")
+        dep = _plugin(problems, registry.categories[category], name, (*loc, role))
+        if dep is not None:
+            _hparams(problems, dep, extra, (*loc, f"{role}_hparams"))
+    if "generator" in cls.requires:
+        for j, scenario in enumerate(protocol.scenarios):
+            if any(set(s) >= set(scenario.training) for s in scenario.subsets()):
+                problems.add(
+                    ("scenarios", j, "available"),
+                    f"strategy {spec.name!r} synthesises missing modalities, but scenario "
+                    f"{scenario.name!r} makes every training modality available (nothing "
+                    "to synthesise); give it a subset of the training modalities, or use "
+                    "this strategy in another scenario",
+                )
 
 
 def _check_dataset(problems: _Problems, protocol: Protocol, registry: Registry) -> None:
