@@ -210,26 +210,10 @@ def train_and_predict(
     backbone = backbone_cls()
     options = backbone_cls.validate_options(protocol.backbone.options)
     trained = TrainedModel(strategy, result.checkpoint, dependencies)
-    predictions = {}
-    for available in job.modalities.evaluate:
-        out = folder / "predictions" / label(available)
-        backbone.predict(PredictRequest(
-            trained=trained, dataset=data.dataset, options=options,
-            case_ids=tuple(data.splits.test), available=tuple(available), out_dir=out,
-            device=device))
-        predictions[label(available)] = os.path.relpath(out, folder)
-        fault_point("predict", subset=label(available))  # predicted, done.json not yet written
+    predictions = _predict_subsets(backbone, trained, job, data, folder, options, device)
     synthesis = None
     if isinstance(strategy, Generator):
-        from kdbench.metrics.synthesis import synthesis_table
-
-        table = synthesis_table(
-            backbone.synthesise(SynthesisRequest(
-                trained=trained, dataset=data.dataset, options=options,
-                case_ids=tuple(data.splits.test), device=device)),
-            strategy.missing)
-        synthesis = "synthesis.csv"
-        table.to_csv(folder / synthesis, index=False)
+        synthesis = _write_synthesis(backbone, trained, strategy, data, folder, options, device)
     record = {
         "job": job.id,
         "synthesis": synthesis,
@@ -248,3 +232,34 @@ def train_and_predict(
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
     os.replace(tmp, folder / DONE)
     return JobResult(folder, record)
+
+
+def _predict_subsets(backbone: Any, trained: TrainedModel, job: Job, data: ProtocolData,
+                     folder: Path, options: Any, device: str) -> dict[str, str]:
+    """Predict the test cases from each subset the Job is scored on; subset label -> the
+    predictions folder, relative to the Job's folder."""
+    predictions = {}
+    for available in job.modalities.evaluate:
+        out = folder / "predictions" / label(available)
+        backbone.predict(PredictRequest(
+            trained=trained, dataset=data.dataset, options=options,
+            case_ids=tuple(data.splits.test), available=tuple(available), out_dir=out,
+            device=device))
+        predictions[label(available)] = os.path.relpath(out, folder)
+        fault_point("predict", subset=label(available))  # predicted, done.json not yet written
+    return predictions
+
+
+def _write_synthesis(backbone: Any, trained: TrainedModel, generator: Generator,
+                     data: ProtocolData, folder: Path, options: Any, device: str) -> str:
+    """A generator Job's image-quality table of its test cases, written beside its record;
+    the file's name."""
+    from kdbench.metrics.synthesis import synthesis_table
+
+    table = synthesis_table(
+        backbone.synthesise(SynthesisRequest(
+            trained=trained, dataset=data.dataset, options=options,
+            case_ids=tuple(data.splits.test), device=device)),
+        generator.missing)
+    table.to_csv(folder / "synthesis.csv", index=False)
+    return "synthesis.csv"
