@@ -3,7 +3,7 @@ under one protocol on nnU-Net.
 
 The public surface for plugin authors is importable from here::
 
-    from kdbench import hookimpl, Strategy, HParam, TrainingStep, BuildContext, StepBatch
+    from kdbench import hookimpl, Strategy, HParams, hparam, TrainingStep, BuildContext
     from kdbench import TrainRequest
 
 Importing this package loads no plugin and no heavy library (torch, monai, nnunetv2, mlflow).
@@ -20,6 +20,7 @@ from kdbench.components import (
     ExecutorOptions,
     Generator,
     HParam,
+    HParams,
     JobLauncher,
     JobState,
     Metric,
@@ -27,6 +28,7 @@ from kdbench.components import (
     ReportSection,
     Strategy,
     Teacher,
+    hparam,
 )
 from kdbench.components.requests import (
     ModelRequest,
@@ -56,6 +58,7 @@ __all__ = [
     "ExecutorOptions",
     "Generator",
     "HParam",
+    "HParams",
     "Job",
     "JobLauncher",
     "JobSpec",
@@ -83,4 +86,5 @@ __all__ = [
     "TrainedModel",
     "__version__",
     "hookimpl",
+    "hparam",
 ]

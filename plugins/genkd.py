@@ -26,10 +26,10 @@ At inference the student alone runs, on the available modalities.
 from __future__ import annotations
 
 from itertools import repeat
-from typing import Any
+from typing import Any, Literal
 
-from kdbench import BuildContext, HParam, Strategy, TrainingStep, hookimpl
-from kdbench_plugins.kd import KnowledgeDistillation, binary_kl_to
+from kdbench import BuildContext, Strategy, TrainingStep, hookimpl, hparam
+from kdbench_plugins.kd import DistillationParams, binary_kl_to
 
 
 def _outputs(out: Any) -> list[Any]:
@@ -57,6 +57,50 @@ def mc_targets(logits: list[list[Any]], temperature: float) -> tuple[list[Any], 
     return probs, agreement
 
 
+class GenerativeKDParams(DistillationParams):
+    """``genkd``'s hyper-parameters: ``kd``'s distillation term and the generator's use."""
+
+    teacher_input: Literal["bridged", "real", "mixed"] = hparam(
+        "bridged",
+        help="what the teacher reads: generator-completed input, real input, or both terms",
+        source="kdbench (genkd): bridged by default, the method's point",
+    )
+    bridge_mix: float = hparam(
+        0.5,
+        low=0.0,
+        high=1.0,
+        help="weight of the bridged term in 'mixed' (1 - it on the real-input term)",
+        source="kdbench choice: an even mix",
+    )
+    mc_samples: int = hparam(
+        1,
+        low=1,
+        high=8,
+        help="generator samples per batch (1: its point estimate, no sampling)",
+        source="kdbench choice: 1 by default; 4 is the Monte Carlo ablation of docs/genkd.md",
+    )
+    agreement_weighting: bool = hparam(
+        True,
+        choices=(True, False),
+        help="weight each voxel's term by the agreement of the samples (mc_samples > 1)",
+        source="kdbench (genkd)",
+    )
+    unlabelled_cases: int = hparam(
+        0,
+        low=0,
+        high=10000,
+        help="cases outside every training subset used without labels (0: none)",
+        source="kdbench choice: off by default (generative augmentation is an ablation)",
+    )
+    unlabelled_weight: float = hparam(
+        1.0,
+        low=0.0,
+        high=10.0,
+        help="weight of the unlabelled cases' distillation term, relative to kd_weight",
+        source="kdbench choice: as the labelled cases' term",
+    )
+
+
 class GenerativeKD(Strategy):
     """Distillation through a generator: bridged teacher, Monte Carlo targets, augmentation."""
 
@@ -65,40 +109,7 @@ class GenerativeKD(Strategy):
     requires = ("teacher", "generator")
     default_teacher = "multi"
     default_generator = "unet_generator"
-    hparams = {
-        "kd_weight": KnowledgeDistillation.hparams["kd_weight"],
-        "temperature": KnowledgeDistillation.hparams["temperature"],
-        "teacher_input": HParam(
-            "bridged", choices=("bridged", "real", "mixed"),
-            help="what the teacher reads: generator-completed input, real input, or both terms",
-            source="kdbench (genkd): bridged by default, the method's point",
-        ),
-        "bridge_mix": HParam(
-            0.5, low=0.0, high=1.0,
-            help="weight of the bridged term in 'mixed' (1 - it on the real-input term)",
-            source="kdbench choice: an even mix",
-        ),
-        "mc_samples": HParam(
-            1, low=1, high=8,
-            help="generator samples per batch (1: its point estimate, no sampling)",
-            source="kdbench choice: 1 by default; 4 is the Monte Carlo ablation of docs/genkd.md",
-        ),
-        "agreement_weighting": HParam(
-            True, choices=(True, False),
-            help="weight each voxel's term by the agreement of the samples (mc_samples > 1)",
-            source="kdbench (genkd)",
-        ),
-        "unlabelled_cases": HParam(
-            0, low=0, high=10000,
-            help="cases outside every training subset used without labels (0: none)",
-            source="kdbench choice: off by default (generative augmentation is an ablation)",
-        ),
-        "unlabelled_weight": HParam(
-            1.0, low=0.0, high=10.0,
-            help="weight of the unlabelled cases' distillation term, relative to kd_weight",
-            source="kdbench choice: as the labelled cases' term",
-        ),
-    }
+    Params = GenerativeKDParams
 
     def build(self, context: BuildContext) -> Any:
         """The student on the available modalities (its generator must read the same)."""

@@ -17,9 +17,9 @@ ranges: docs/strategies.md.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from kdbench import BuildContext, HParam, Strategy, TrainingStep, hookimpl
+from kdbench import BuildContext, HParams, Strategy, TrainingStep, hookimpl, hparam
 
 
 def binary_kl(student_logits: Any, teacher_logits: Any, temperature: float) -> Any:
@@ -71,6 +71,39 @@ def latent_kl(student: Any, teacher: Any) -> Any:
     return pointwise.sum(dim=1).mean()
 
 
+class DistillationParams(HParams):
+    """The distillation term's hyper-parameters (shared with ``genkd``)."""
+
+    kd_weight: float = hparam(
+        0.025, low=1e-3, high=1.0, log=True, ge=0.0,
+        help="lambda: weight of the T^2-scaled KL term between tempered outputs",
+        source="ProtoKD (SakurajimaMaiii/ProtoKD, code/trainer.py): 10 x KL averaged over its 4 "
+        "softmax classes without T^2, i.e. 2.5 x the per-voxel KL; in the T^2 form here that "
+        "is lambda = 10 / (4 T^2) = 0.025 at T = 10 (docs/strategies.md)",
+    )
+    temperature: float = hparam(
+        10.0, low=1.0, high=20.0, log=True, gt=0.0,
+        help="T: softening temperature of teacher and student outputs",
+        source="ProtoKD (SakurajimaMaiii/ProtoKD, code/config.py): T = 10",
+    )
+
+
+class KDParams(DistillationParams):
+    """``kd``'s hyper-parameters: the distillation term and KD-Net's latent term."""
+
+    latent_weight: float = hparam(
+        0.0, low=0.0, high=1.0, ge=0.0,
+        help="beta: weight of the bottleneck-feature term (KD-Net's latent term); 0 disables it",
+        source="kdbench choice: off by default, an ablation (KD-Net's value not available here, "
+        "docs/strategies.md)",
+    )
+    latent_loss: Literal["mse", "kl"] = hparam(
+        "mse",
+        help="distance between student and teacher bottleneck features",
+        source="KD-Net (Hu et al., MICCAI 2020): a term between the bottlenecks",
+    )
+
+
 class KnowledgeDistillation(Strategy):
     """Student on the available modalities, distilled from a multi-modal teacher."""
 
@@ -78,41 +111,7 @@ class KnowledgeDistillation(Strategy):
     version = "2"  # 2: λ default 0.025 (was 10); latent KL averaged per voxel
     requires = ("teacher",)
     default_teacher = "multi"
-    hparams = {
-        "kd_weight": HParam(
-            0.025,
-            low=1e-3,
-            high=1.0,
-            log=True,
-            help="lambda: weight of the T^2-scaled KL term between tempered outputs",
-            source="ProtoKD (SakurajimaMaiii/ProtoKD, code/trainer.py): 10 x KL averaged over "
-            "its 4 softmax classes without T^2, i.e. 2.5 x the per-voxel KL; in the T^2 form "
-            "here that is lambda = 10 / (4 T^2) = 0.025 at T = 10 (docs/strategies.md)",
-        ),
-        "temperature": HParam(
-            10.0,
-            low=1.0,
-            high=20.0,
-            log=True,
-            help="T: softening temperature of teacher and student outputs",
-            source="ProtoKD (SakurajimaMaiii/ProtoKD, code/config.py): T = 10",
-        ),
-        "latent_weight": HParam(
-            0.0,
-            low=0.0,
-            high=1.0,
-            help="beta: weight of the bottleneck-feature term (KD-Net's latent term); 0 "
-            "disables it",
-            source="kdbench choice: off by default, an ablation (KD-Net's value not available "
-            "here, docs/strategies.md)",
-        ),
-        "latent_loss": HParam(
-            "mse",
-            choices=("mse", "kl"),
-            help="distance between student and teacher bottleneck features",
-            source="KD-Net (Hu et al., MICCAI 2020): a term between the bottlenecks",
-        ),
-    }
+    Params = KDParams
 
     def build(self, context: BuildContext) -> Any:
         """The student network; with a latent term, hooks keep both bottlenecks."""

@@ -13,7 +13,29 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from kdbench import BuildContext, HParam, ModalityUse, Strategy, Teacher, hookimpl
+from kdbench import BuildContext, HParams, ModalityUse, Strategy, Teacher, hookimpl, hparam
+
+
+class SynthesisThenSegmentParams(HParams):
+    """``synthesis``'s hyper-parameters."""
+
+    fine_tune: bool = hparam(
+        False,
+        choices=(False, True),
+        help="fine-tune the segmenter on generator-completed training inputs (else the "
+        "frozen teacher segments them)",
+        source="kdbench choice: frozen by default, as a segmenter scored on synthesised "
+        "input in the BraTS 2023 synthesis challenge",
+    )
+    fine_tune_lr: float = hparam(
+        1e-3,
+        low=1e-4,
+        high=1e-2,
+        log=True,
+        help="initial learning rate of the fine-tuning (nnU-Net's poly schedule)",
+        source="kdbench choice: a tenth of nnU-Net's 1e-2, as fine-tuning from trained "
+        "weights",
+    )
 
 
 class SynthesisThenSegment(Strategy, Teacher):
@@ -24,21 +46,7 @@ class SynthesisThenSegment(Strategy, Teacher):
     requires = ("teacher", "generator")
     default_teacher = "multi"
     default_generator = "unet_generator"
-    hparams = {
-        "fine_tune": HParam(
-            False, choices=(False, True),
-            help="fine-tune the segmenter on generator-completed training inputs (else the "
-            "frozen teacher segments them)",
-            source="kdbench choice: frozen by default, as a segmenter scored on synthesised "
-            "input in the BraTS 2023 synthesis challenge",
-        ),
-        "fine_tune_lr": HParam(
-            1e-3, low=1e-4, high=1e-2, log=True,
-            help="initial learning rate of the fine-tuning (nnU-Net's poly schedule)",
-            source="kdbench choice: a tenth of nnU-Net's 1e-2, as fine-tuning from trained "
-            "weights",
-        ),
-    }
+    Params = SynthesisThenSegmentParams
 
     kind = "bridged"
 

@@ -309,7 +309,7 @@ def test_the_tutorial_plugin_loads(tutorial_folder):
     assert {r[0] for r in rows} == set(cls.hparams)
     for name, default, search in rows:
         spec = cls.hparams[name]
-        assert spec.coerce(default) == spec.default, name
+        assert cls.resolve_hparams({name: default})[name] == spec.default, name
         low, high = (float(x) for x in search.split(" (")[0].split(" – "))
         assert (low, high, spec.log) == (spec.low, spec.high, "(log)" in search), name
 

@@ -5,7 +5,7 @@ from kdbench.components.base import Component
 from kdbench.components.dataset import Dataset, DatasetOptions
 from kdbench.components.executor import Executor, ExecutorOptions, JobLauncher, JobState
 from kdbench.components.generator import Generator
-from kdbench.components.hparams import HParam
+from kdbench.components.hparams import HParam, HParams, hparam
 from kdbench.components.metric import Metric
 from kdbench.components.reporter import Reporter, ReportSection
 from kdbench.components.strategy import Strategy
@@ -22,6 +22,8 @@ __all__ = [
     "ExecutorOptions",
     "Generator",
     "HParam",
+    "HParams",
+    "hparam",
     "JobLauncher",
     "JobState",
     "Metric",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
-from kdbench.components.hparams import HParam, Scalar, resolve
+from kdbench.components.hparams import HParam, HParams, Scalar
 
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
 
@@ -23,12 +24,31 @@ class Component:
     Attributes:
         name: registry key, e.g. ``"kd"``.
         version: a string; changing it changes the ids of this component's Jobs.
-        hparams: declared hyper-parameters with defaults and search spaces.
+        Params: the pydantic model of the hyper-parameters a protocol may set (a
+            :class:`kdbench.HParams` subclass whose fields are made with :func:`kdbench.hparam`).
+        hparams: derived from ``Params``: each hyper-parameter's default and search space.
     """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
-    hparams: ClassVar[Mapping[str, HParam]] = {}
+    Params: ClassVar[type[HParams]] = HParams
+    hparams: ClassVar[Mapping[str, HParam]] = MappingProxyType({})
+    _declaration_problems: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        problems = []
+        if "hparams" in cls.__dict__:
+            problems.append("`hparams` is derived from `Params`: declare the hyper-parameters "
+                            "as fields of a pydantic model, `class Params(kdbench.HParams): "
+                            "weight: float = kdbench.hparam(0.5, low=0.0, high=1.0)`, and set "
+                            "`Params = ...` on the class (docs/writing_a_strategy.md)")
+        if isinstance(cls.Params, type) and issubclass(cls.Params, HParams):
+            cls.hparams = MappingProxyType(cls.Params.declared())
+        else:
+            problems.append(f"`Params` must be a subclass of kdbench.HParams, got {cls.Params!r}")
+            cls.hparams = MappingProxyType({})
+        cls._declaration_problems = tuple(problems)
 
     @classmethod
     def description(cls) -> str:
@@ -38,8 +58,12 @@ class Component:
 
     @classmethod
     def resolve_hparams(cls, overrides: Mapping[str, Any] | None = None) -> dict[str, Scalar]:
-        """Defaults merged with ``overrides``; ``ValueError`` on unknown or ill-typed keys."""
-        return resolve(cls.hparams, overrides or {})
+        """Defaults merged with ``overrides``, keys sorted.
+
+        Raises:
+            pydantic.ValidationError: (a ``ValueError``) on unknown keys and invalid values.
+        """
+        return cls.Params.resolve(overrides)
 
     @classmethod
     def validate_declaration(cls) -> list[str]:
@@ -52,10 +76,7 @@ class Component:
             )
         if not isinstance(cls.version, str) or not cls.version:
             problems.append(f"`version` must be a non-empty string, got {cls.version!r}")
-        if not isinstance(cls.hparams, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, HParam) for k, v in cls.hparams.items()
-        ):
-            problems.append("`hparams` must map names to kdbench.HParam objects")
+        problems += cls._declaration_problems
         return problems
 
     @classmethod

@@ -1,39 +1,60 @@
-"""Hyper-parameters declared by a component: defaults, types and an Optuna search space.
+"""Hyper-parameters of a component: a pydantic model, with the Optuna search space beside each
+field.
 
-A component lists its hyper-parameters once, as :class:`HParam` objects. The protocol may
-override the defaults (values are type-checked and coerced here); the tuner draws from the
-declared ranges. There is no central table of hyper-parameters anywhere else.
+A component declares its hyper-parameters once, as the fields of a :class:`HParams` model
+(its ``Params``), like every other option a protocol may set. Each field is a scalar (``bool``,
+``int``, ``float``, ``str``, or a ``Literal`` of one of them) with a default, made with
+:func:`hparam`, which also holds its search space (``low``/``high``/``log``, or ``choices``),
+its help line and the source of its default. The protocol overrides defaults (validated by
+pydantic); the tuner draws from the declared ranges (:class:`HParam`, derived from the fields).
+There is no central table of hyper-parameters anywhere else.
+
+Example:
+    >>> from typing import Literal
+    >>> class Params(HParams):
+    ...     weight: float = hparam(0.5, low=0.0, high=1.0, help="weight of the KD term")
+    ...     loss: Literal["mse", "kl"] = hparam("mse")
+    >>> Params.resolve({"weight": "1e-3"})
+    {'loss': 'mse', 'weight': 0.001}
+    >>> sorted(Params.declared()), Params.declared()["loss"].choices
+    (['loss', 'weight'], ('mse', 'kl'))
 """
 
 from __future__ import annotations
 
-import difflib
+import contextlib
+import dataclasses
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 Scalar = bool | int | float | str
+_SCALARS = (bool, int, float, str)
+_SEARCH = "x-search"  # the key of a field's search space in its JSON schema
+_SOURCE = "x-source"
 
 
 @dataclass(frozen=True)
 class HParam:
-    """One hyper-parameter.
+    """One declared hyper-parameter as the tuner sees it (derived from a :class:`HParams` field).
 
     Args:
-        default: the value used when the protocol gives none; its type is the parameter's type.
+        default: the value used when the protocol gives none.
+        type: the parameter's Python type (``bool``, ``int``, ``float`` or ``str``).
         low: lower end of the search range (numeric parameters).
         high: upper end of the search range (numeric parameters).
         log: search on a log scale.
-        choices: the allowed values of a categorical parameter (also its search space).
+        choices: the values a categorical search draws from.
         help: one line on what the parameter does.
         source: where the default comes from (paper, repository, or "kdbench choice").
-
-    Example:
-        >>> HParam(0.5, low=0.0, high=1.0, help="weight of the distillation term").coerce("0.25")
-        0.25
     """
 
     default: Scalar
+    type: type
     low: float | None = None
     high: float | None = None
     log: bool = False
@@ -41,55 +62,10 @@ class HParam:
     help: str = ""
     source: str = ""
 
-    def __post_init__(self) -> None:
-        if self.choices is not None and self.default not in self.choices:
-            raise ValueError(f"default {self.default!r} is not one of the choices {self.choices}")
-        if (self.low is None) != (self.high is None):
-            raise ValueError("give both low and high, or neither")
-        if self.low is not None and self.high is not None and self.low > self.high:
-            raise ValueError(f"low {self.low} is above high {self.high}")
-
-    @property
-    def type(self) -> type:
-        """The Python type of the parameter (that of its default)."""
-        return type(self.default)
-
     @property
     def tunable(self) -> bool:
         """Whether the parameter has a search space."""
         return self.choices is not None or self.low is not None
-
-    def coerce(self, value: Any) -> Scalar:
-        """Return ``value`` converted to the parameter's type, or raise ``ValueError``.
-
-        YAML 1.1 reads ``1e-3`` as a string, so numeric strings are accepted for numbers.
-        """
-        kind = self.type
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise ValueError(f"expected true or false, got {value!r}")
-            out: Scalar = value
-        elif kind is int:
-            if isinstance(value, bool) or not isinstance(value, int | str):
-                raise ValueError(f"expected an integer, got {value!r}")
-            try:
-                out = int(value)
-            except ValueError:
-                raise ValueError(f"expected an integer, got {value!r}") from None
-        elif kind is float:
-            if isinstance(value, bool) or not isinstance(value, int | float | str):
-                raise ValueError(f"expected a number, got {value!r}")
-            try:
-                out = float(value)
-            except ValueError:
-                raise ValueError(f"expected a number, got {value!r}") from None
-        else:
-            if not isinstance(value, str):
-                raise ValueError(f"expected a string, got {value!r}")
-            out = value
-        if self.choices is not None and out not in self.choices:
-            raise ValueError(f"{out!r} is not one of {list(self.choices)}")
-        return out
 
     def suggest(self, trial: Any, name: str) -> Scalar:
         """Draw a value from an Optuna ``trial`` in the declared search space."""
@@ -102,32 +78,146 @@ class HParam:
         return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
 
 
-def resolve(declared: Mapping[str, HParam], overrides: Mapping[str, Any]) -> dict[str, Scalar]:
-    """Merge ``overrides`` into the declared defaults, type-checked, keys sorted.
+def hparam(
+    default: Scalar,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    log: bool = False,
+    choices: Sequence[Scalar] | None = None,
+    help: str = "",
+    source: str = "",
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A field of a :class:`HParams` model: its default, search space, help and source.
 
-    Raises:
-        ValueError: naming every unknown key (with the closest declared name) and every value
-            of the wrong type.
+    Args:
+        default: the value when the protocol gives none.
+        low, high: the search range of a numeric parameter (give both or neither). It is where
+            the tuner looks, not a limit on what a protocol may set: use ``ge``/``gt``/``le``/
+            ``lt`` for values that are invalid.
+        log: search the range on a log scale (``low`` must then be positive).
+        choices: the values a categorical search draws from; a ``Literal`` field searches its
+            values unless given fewer here. ``(False, True)`` makes a ``bool`` tunable.
+        help: one line on what the parameter does (the field's description).
+        source: where the default comes from.
+        ge, gt, le, lt: pydantic's bounds on valid values.
     """
-    problems: list[str] = []
-    for key in overrides:
-        if key not in declared:
-            close = difflib.get_close_matches(key, list(declared), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            known = ", ".join(sorted(declared)) or "none"
-            problems.append(f"unknown hyper-parameter {key!r} (declared: {known}){hint}")
-    resolved: dict[str, Scalar] = {}
-    for key in sorted(declared):
-        if key in overrides:
-            try:
-                resolved[key] = declared[key].coerce(overrides[key])
-            except ValueError as exc:
-                problems.append(f"hyper-parameter {key!r}: {exc}")
-        else:
-            resolved[key] = declared[key].default
-    if problems:
-        raise ValueError("; ".join(problems))
-    return resolved
+    search = {"low": low, "high": high, "log": log,
+              "choices": list(choices) if choices is not None else None}
+    return Field(default, description=help or None, ge=ge, gt=gt, le=le, lt=lt,
+                 json_schema_extra={_SEARCH: search, _SOURCE: source})
+
+
+class HParams(BaseModel):
+    """The hyper-parameters a protocol may set for a component; subclasses add fields.
+
+    Values are checked strictly (a ``bool`` is not a number, ``2.5`` is not an ``int``), except
+    that numeric strings are read as numbers: YAML 1.1 reads ``1e-3`` as a string.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+
+    _declared: ClassVar[dict[str, HParam]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numeric_strings(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if isinstance(value, str) and field is not None and field.annotation in (int, float):
+                with contextlib.suppress(ValueError):  # else pydantic says what was expected
+                    out[name] = field.annotation(value)
+        return out
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        declared = {name: _declared(cls, name, field) for name, field in cls.model_fields.items()}
+        _check_values(cls, {name: p.default for name, p in declared.items()}, "default")
+        for name, p in declared.items():
+            for choice in p.choices or ():
+                _check_values(cls, {name: choice}, "choice")
+        defaults = cls().model_dump()  # validated: a float field's default 1 is 1.0
+        cls._declared = {name: dataclasses.replace(declared[name], default=defaults[name])
+                         for name in sorted(declared)}
+
+    @classmethod
+    def declared(cls) -> dict[str, HParam]:
+        """Every hyper-parameter, by name (sorted): default, type and search space."""
+        return dict(cls._declared)
+
+    @classmethod
+    def resolve(cls, overrides: Mapping[str, Any] | None = None) -> dict[str, Scalar]:
+        """The defaults merged with ``overrides``, validated, keys sorted.
+
+        Raises:
+            pydantic.ValidationError: naming every unknown key and every invalid value.
+        """
+        values = cls.model_validate(dict(overrides or {})).model_dump()
+        return dict(sorted(values.items()))
+
+
+def _scalar_type(annotation: Any) -> tuple[type | None, tuple[Scalar, ...] | None]:
+    """(type, Literal values) of a field's annotation; type ``None`` when it is not a scalar."""
+    if annotation in _SCALARS:
+        return annotation, None
+    if typing.get_origin(annotation) is typing.Literal:
+        values = typing.get_args(annotation)
+        kinds = {type(v) for v in values}
+        if len(kinds) == 1 and next(iter(kinds)) in _SCALARS:
+            return kinds.pop(), tuple(values)
+    return None, None
+
+
+def _declared(cls: type[HParams], name: str, field: FieldInfo) -> HParam:
+    where = f"{cls.__qualname__}.{name}"
+    kind, literal = _scalar_type(field.annotation)
+    if kind is None:
+        raise TypeError(f"hyper-parameter {where}: its type must be bool, int, float, str or a "
+                        f"Literal of one of them, got {field.annotation!r}")
+    if field.is_required():
+        raise TypeError(f"hyper-parameter {where} needs a default: declare it as "
+                        f"`{name}: {kind.__name__} = hparam(<default>, ...)`")
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    search: dict[str, Any] = dict(extra.get(_SEARCH) or {})  # type: ignore[call-overload]
+    low, high, log = search.get("low"), search.get("high"), bool(search.get("log"))
+    choices = search.get("choices")
+    if (low is None) != (high is None):
+        raise TypeError(f"hyper-parameter {where}: give both low and high, or neither")
+    if low is not None and high is not None:
+        if kind not in (int, float):
+            raise TypeError(f"hyper-parameter {where}: low/high need an int or float, not "
+                            f"{kind.__name__} (give choices for a categorical search)")
+        if low > high:
+            raise TypeError(f"hyper-parameter {where}: low {low} is above high {high}")
+        if log and low <= 0:
+            raise TypeError(f"hyper-parameter {where}: a log-scale search needs low > 0, "
+                            f"got {low}")
+        if choices is not None:
+            raise TypeError(f"hyper-parameter {where}: give a range or choices, not both")
+    if choices is None and literal is not None and low is None:
+        choices = literal
+    return HParam(
+        default=field.default, type=kind, low=low, high=high, log=log,
+        choices=tuple(choices) if choices is not None else None,
+        help=field.description or "", source=str(extra.get(_SOURCE) or ""),
+    )
+
+
+def _check_values(cls: type[HParams], values: dict[str, Any], what: str) -> None:
+    try:
+        cls.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})"
+                             for e in exc.errors())
+        raise TypeError(f"{cls.__qualname__}: a {what} is not a valid value: {problems}") from None
 
 
 def search_space(declared: Mapping[str, HParam], names: Sequence[str] | None = None) -> list[str]:

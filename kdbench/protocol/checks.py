@@ -43,8 +43,8 @@ def _plugin(problems: _Problems, reg: CategoryRegistry, name: str, loc: Loc) -> 
 def _hparams(problems: _Problems, cls: Any, values: dict[str, Any], loc: Loc) -> None:
     try:
         cls.resolve_hparams(values)
-    except ValueError as exc:
-        problems.add(loc, str(exc))
+    except ValidationError as exc:
+        problems.extend(describe_errors(exc, cls.Params, problems.source, prefix=loc))
 
 
 def check_against_registry(

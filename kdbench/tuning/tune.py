@@ -1,6 +1,6 @@
 """``kdbench tune``: run a protocol's Optuna studies with one trial budget for every strategy.
 
-Each trial draws the strategy's declared search space (its ``HParam`` ranges: no table here),
+Each trial draws the strategy's declared search space (its ``Params`` ranges: no table here),
 trains the study's template Job with those values on the (N, seed) training subset, reports
 the validation pseudo-Dice of that subset after every validated epoch to the pruner, and
 returns the last one. The test set is never read: trials train only (no prediction, no

@@ -19,13 +19,86 @@ milliseconds. ``checkpoints`` reads the files, ``network`` holds the module kdbe
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
-from kdbench import BuildContext, HParam, KdbenchError, Strategy, Teacher, TrainingStep, hookimpl
+from kdbench import (
+    BuildContext,
+    HParams,
+    KdbenchError,
+    Strategy,
+    Teacher,
+    TrainingStep,
+    hookimpl,
+    hparam,
+)
 from kdbench.modalities import MODALITIES, canonical
 
 #: kdbench's output regions, in channel order (nnU-Net's region-based heads).
 REGIONS: tuple[str, ...] = ("WT", "TC", "ET")
+
+
+class FoundationTeacherParams(HParams):
+    """``foundation``'s hyper-parameters."""
+
+    checkpoint: str = hparam(
+        "",
+        help="local path of the pretrained weights (.pt/.pth read with "
+        "torch.load(weights_only=True), .safetensors), or of a MONAI bundle directory "
+        "(architecture: bundle); relative paths resolve against the working directory",
+        source="required: the protocol names the checkpoint (teacher_hparams)",
+    )
+    architecture: Literal["bundle", "segresnet", "swinunetr"] = hparam(
+        "segresnet",
+        help="network the weights belong to: MONAI's SegResNet or SwinUNETR built from "
+        "network_kwargs, or the network_def of a MONAI bundle's configs/inference.json",
+        source="kdbench choice: SegResNet is the network of MONAI's brats_mri_segmentation "
+        "bundle (Myronenko, BrainLes 2018)",
+    )
+    network_kwargs: str = hparam(
+        "{}",
+        help="JSON object of constructor arguments of the SegResNet/SwinUNETR (in_channels "
+        "and out_channels default to the lengths of channel_order and output_order)",
+        source="MONAI's constructor defaults (monai.networks.nets)",
+    )
+    checkpoint_sha256: str = hparam(
+        "",
+        help="expected sha256 of the weights file (a bundle's models/model.*); empty: not "
+        "checked",
+        source="kdbench choice: pin the exact weights a result comes from",
+    )
+    channel_order: str = hparam(
+        "t1,t1ce,t2,flair",
+        help="comma-separated modalities of the checkpoint's input channels, in its order "
+        "(MONAI's brats_mri_segmentation bundle: t1ce,t1,t2,flair)",
+        source="kdbench's canonical channel order (kdbench/modalities.py)",
+    )
+    output_order: str = hparam(
+        "WT,TC,ET",
+        help="comma-separated regions of the checkpoint's sigmoid output channels, in its "
+        "order (MONAI's brats_mri_segmentation bundle: TC,WT,ET)",
+        source="kdbench's region order (nnU-Net's BraTS regions)",
+    )
+    few_shot_k: int = hparam(
+        5, ge=0,
+        help="fine-tune on the first k cases of the (N, seed) training subset; 0 or k >= N: "
+        "all N",
+        source="kdbench choice: a few-shot adaptation; set per protocol",
+    )
+    fine_tune_lr: float = hparam(
+        1e-4,
+        low=1e-6,
+        high=1e-2,
+        log=True,
+        help="initial learning rate of nnU-Net's SGD and poly schedule during fine-tuning "
+        "(nnU-Net trains from scratch at 1e-2)",
+        source="kdbench choice: the learning rate MONAI's brats_mri_segmentation bundle was "
+        "trained with (configs/train.json, Adam 1e-4), 1/100 of nnU-Net's from-scratch 1e-2",
+    )
+    fine_tune_epochs: int = hparam(
+        0, ge=0,
+        help="epochs of fine-tuning; 0: the protocol's training.epochs",
+        source="kdbench choice: the protocol's budget unless set",
+    )
 
 
 class FoundationTeacher(Strategy, Teacher):
@@ -34,68 +107,7 @@ class FoundationTeacher(Strategy, Teacher):
     name = "foundation"
     version = "1"
     kind = "foundation-model"
-    hparams = {
-        "checkpoint": HParam(
-            "",
-            help="local path of the pretrained weights (.pt/.pth read with "
-            "torch.load(weights_only=True), .safetensors), or of a MONAI bundle directory "
-            "(architecture: bundle); relative paths resolve against the working directory",
-            source="required: the protocol names the checkpoint (teacher_hparams)",
-        ),
-        "architecture": HParam(
-            "segresnet",
-            choices=("bundle", "segresnet", "swinunetr"),
-            help="network the weights belong to: MONAI's SegResNet or SwinUNETR built from "
-            "network_kwargs, or the network_def of a MONAI bundle's configs/inference.json",
-            source="kdbench choice: SegResNet is the network of MONAI's brats_mri_segmentation "
-            "bundle (Myronenko, BrainLes 2018)",
-        ),
-        "network_kwargs": HParam(
-            "{}",
-            help="JSON object of constructor arguments of the SegResNet/SwinUNETR (in_channels "
-            "and out_channels default to the lengths of channel_order and output_order)",
-            source="MONAI's constructor defaults (monai.networks.nets)",
-        ),
-        "checkpoint_sha256": HParam(
-            "",
-            help="expected sha256 of the weights file (a bundle's models/model.*); empty: not "
-            "checked",
-            source="kdbench choice: pin the exact weights a result comes from",
-        ),
-        "channel_order": HParam(
-            "t1,t1ce,t2,flair",
-            help="comma-separated modalities of the checkpoint's input channels, in its order "
-            "(MONAI's brats_mri_segmentation bundle: t1ce,t1,t2,flair)",
-            source="kdbench's canonical channel order (kdbench/modalities.py)",
-        ),
-        "output_order": HParam(
-            "WT,TC,ET",
-            help="comma-separated regions of the checkpoint's sigmoid output channels, in its "
-            "order (MONAI's brats_mri_segmentation bundle: TC,WT,ET)",
-            source="kdbench's region order (nnU-Net's BraTS regions)",
-        ),
-        "few_shot_k": HParam(
-            5,
-            help="fine-tune on the first k cases of the (N, seed) training subset; 0 or k >= N: "
-            "all N",
-            source="kdbench choice: a few-shot adaptation; set per protocol",
-        ),
-        "fine_tune_lr": HParam(
-            1e-4,
-            low=1e-6,
-            high=1e-2,
-            log=True,
-            help="initial learning rate of nnU-Net's SGD and poly schedule during fine-tuning "
-            "(nnU-Net trains from scratch at 1e-2)",
-            source="kdbench choice: the learning rate MONAI's brats_mri_segmentation bundle was "
-            "trained with (configs/train.json, Adam 1e-4), 1/100 of nnU-Net's from-scratch 1e-2",
-        ),
-        "fine_tune_epochs": HParam(
-            0,
-            help="epochs of fine-tuning; 0: the protocol's training.epochs",
-            source="kdbench choice: the protocol's budget unless set",
-        ),
-    }
+    Params = FoundationTeacherParams
 
     # -- the few-shot protocol ------------------------------------------------------------------
 
@@ -194,7 +206,7 @@ def _channel_order(text: str, inputs: tuple[str, ...]) -> tuple[str, ...]:
         raise KdbenchError(
             f"foundation teacher: the checkpoint reads {', '.join(absent)} (channel_order "
             f"{text!r}) but the Job trains on {', '.join(inputs)} only; give the scenario's "
-            "training modalities or a checkpoint without them")
+        "training modalities or a checkpoint without them")
     return names
 
 
@@ -204,7 +216,7 @@ def _output_order(text: str, num_outputs: int) -> tuple[str, ...]:
         raise KdbenchError(
             f"foundation teacher: output_order {text!r} must order the regions "
             f"{', '.join(REGIONS)} once each (the checkpoint's {num_outputs}-channel sigmoid "
-            "outputs); MONAI's brats_mri_segmentation bundle is TC,WT,ET")
+        "outputs); MONAI's brats_mri_segmentation bundle is TC,WT,ET")
     return regions
 
 

@@ -20,7 +20,44 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdbench import BuildContext, Generator, HParam, Strategy, TrainingStep, hookimpl
+from kdbench import BuildContext, Generator, HParams, Strategy, TrainingStep, hookimpl, hparam
+
+
+class UNetGeneratorParams(HParams):
+    """``unet_generator``'s hyper-parameters."""
+
+    ssim_weight: float = hparam(
+        0.0,
+        low=0.0,
+        high=1.0,
+        help="weight of the 1 - SSIM term (11-voxel Gaussian window, σ 1.5)",
+        source="kdbench choice: off by default (the optional SSIM term; SSIM is the BraTS "
+        "2023 synthesis challenge's image score)",
+    )
+    adversarial_weight: float = hparam(
+        0.0,
+        low=0.0,
+        high=0.1,
+        help="weight of the conditional PatchGAN term relative to L1 (0: no discriminator)",
+        source="pix2pix (Isola et al., CVPR 2017): lambda_L1 = 100 for a cGAN weight of 1, "
+        "i.e. 0.01 relative to L1; off by default",
+    )
+    dropout: float = hparam(
+        0.1,
+        low=0.0,
+        high=0.5,
+        help="channel-dropout probability in every convolution block, kept on when sampling",
+        source="pix2pix: dropout is the generator's noise, at training and test time; "
+        "p = 0.1 here (kdbench choice: every block, not pix2pix's 0.5 in 3 decoder blocks)",
+    )
+    discriminator_lr: float = hparam(
+        2e-4,
+        low=1e-5,
+        high=1e-3,
+        log=True,
+        help="Adam learning rate of the discriminator",
+        source="pix2pix: Adam, lr 2e-4, beta1 0.5",
+    )
 
 
 class UNetGenerator(Strategy, Generator):
@@ -28,31 +65,7 @@ class UNetGenerator(Strategy, Generator):
 
     name = "unet_generator"
     version = "1"
-    hparams = {
-        "ssim_weight": HParam(
-            0.0, low=0.0, high=1.0,
-            help="weight of the 1 - SSIM term (11-voxel Gaussian window, σ 1.5)",
-            source="kdbench choice: off by default (the optional SSIM term; SSIM is the BraTS "
-            "2023 synthesis challenge's image score)",
-        ),
-        "adversarial_weight": HParam(
-            0.0, low=0.0, high=0.1,
-            help="weight of the conditional PatchGAN term relative to L1 (0: no discriminator)",
-            source="pix2pix (Isola et al., CVPR 2017): lambda_L1 = 100 for a cGAN weight of 1, "
-            "i.e. 0.01 relative to L1; off by default",
-        ),
-        "dropout": HParam(
-            0.1, low=0.0, high=0.5,
-            help="channel-dropout probability in every convolution block, kept on when sampling",
-            source="pix2pix: dropout is the generator's noise, at training and test time; "
-            "p = 0.1 here (kdbench choice: every block, not pix2pix's 0.5 in 3 decoder blocks)",
-        ),
-        "discriminator_lr": HParam(
-            2e-4, low=1e-5, high=1e-3, log=True,
-            help="Adam learning rate of the discriminator",
-            source="pix2pix: Adam, lr 2e-4, beta1 0.5",
-        ),
-    }
+    Params = UNetGeneratorParams
 
     # -- building -------------------------------------------------------------------------------
 

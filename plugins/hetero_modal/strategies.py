@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kdbench import BuildContext, HParam, ModalityUse, Strategy, TrainingStep
+from kdbench import BuildContext, HParams, ModalityUse, Strategy, TrainingStep, hparam
 
 
 class HeteroModal(Strategy):
@@ -47,24 +47,34 @@ class HeMIS(HeteroModal):
         return HeMISNet(context, self.input_modalities())
 
 
+class UHVEDParams(HParams):
+    """``uhved``'s hyper-parameters."""
+
+    kl_weight: float = hparam(
+        0.1,
+        low=0.01,
+        high=1.0,
+        log=True,
+        help="weight of the KL terms (inter-posterior + prior, averaged over scales)",
+        source="U-HVED (ReubenDo/U-HVED, extensions/u_hved/application.py): 0.1",
+    )
+    reconstruction_weight: float = hparam(
+        0.1,
+        low=0.01,
+        high=1.0,
+        log=True,
+        help="weight of the mean squared reconstruction error of every modality",
+        source="U-HVED (ReubenDo/U-HVED, extensions/u_hved/application.py): 0.1",
+    )
+
+
 class UHVED(HeteroModal):
     """U-HVED (Dorent et al., MICCAI 2019) on nnU-Net blocks: Gaussian latents per modality and
     scale, product-of-Gaussians fusion with a prior expert, segmentation and reconstruction."""
 
     name = "uhved"
     version = "1"
-    hparams = {
-        "kl_weight": HParam(
-            0.1, low=0.01, high=1.0, log=True,
-            help="weight of the KL terms (inter-posterior + prior, averaged over scales)",
-            source="U-HVED (ReubenDo/U-HVED, extensions/u_hved/application.py): 0.1",
-        ),
-        "reconstruction_weight": HParam(
-            0.1, low=0.01, high=1.0, log=True,
-            help="weight of the mean squared reconstruction error of every modality",
-            source="U-HVED (ReubenDo/U-HVED, extensions/u_hved/application.py): 0.1",
-        ),
-    }
+    Params = UHVEDParams
 
     def build(self, context: BuildContext) -> Any:
         from kdbench_plugins.hetero_modal.networks import UHVEDNet

@@ -84,7 +84,7 @@ def test_all_problems_reported_together(registry, demo_data, write_protocol):
     problems = _problems(registry, write_protocol, demo_data)
     text = "\n".join(problems)
     assert len(problems) == 6, text
-    assert "strategies[0].hparams" in text and "unknown hyper-parameter 'lr'" in text
+    assert "strategies[0].hparams" in text and "unknown key 'lr'" in text
     assert "strategies[0].teacher" in text and "takes no teacher" in text
     assert "did you mean 'temperature'" in text
     assert "statistics.baseline" in text and "'nobody'" in text
