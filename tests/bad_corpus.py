@@ -723,6 +723,19 @@ protocol_entry("protocol_test_size_ge_dataset", "a test set as large as the data
 protocol_entry("protocol_tuned_without_tuning", "hparams: tuned without a tuning section",
                r"strategies\[2\].hparams \(line \d+\): 'tuned' needs a `tuning:` section",
                _demo_with(lambda d: d["strategies"][2].update(hparams="tuned")))
+protocol_entry("protocol_negative_margin", "an equivalence margin that is not positive",
+               r"statistics.margin \(line \d+\): a margin must be positive, got \{'dice': 0.0\}",
+               _demo_with(lambda d: d["statistics"].update(margin={"dice": 0})))
+protocol_entry("protocol_primary_without_subset", "a primary endpoint on an all-subsets "
+               "scenario that names no subset",
+               r"statistics.primary.subset \(line \d+\): scenario 'any' scores 15 subsets: name "
+               r"the primary one",
+               _demo_with(lambda d: (d.update(scenarios=[{"name": "any", "available": "all"}]),
+                                     d["statistics"]["primary"].update(scenario="any"))))
+protocol_entry("protocol_primary_is_the_baseline", "a primary endpoint on the baseline itself",
+               r"statistics.primary.strategy \(line \d+\): 'mono' is not a strategy of this "
+               r"protocol other than the baseline",
+               _demo_with(lambda d: d["statistics"]["primary"].update(strategy="mono")))
 protocol_entry("protocol_name_traversal", "a protocol name that would climb out of runs/",
                r"name \(line \d+\): must start with a letter or digit .*got '\.\./\.\./x'",
                demo(name="../../x"))

@@ -114,6 +114,7 @@ def test_hyperparameters_change_only_that_strategy(registry, demo_data, write_pr
 
 def test_all_fifteen_scenario(registry, demo_data, write_protocol):
     demo_data["scenarios"] = [{"name": "any", "available": "all"}]
+    demo_data["statistics"]["primary"].update(scenario="any", subset="t1ce")
     demo_data["training_sizes"] = [8]
     demo_data["seeds"] = [0]
     plan = _plan(registry, write_protocol(demo_data))

@@ -120,7 +120,7 @@ def test_report_of_the_trained_grid(grid, registry, tmp_path):
                           & (summary["metric"] == "dice")].iloc[0]
             assert row["mean"] == pytest.approx(run.data.metrics[f"test_dice_{region}"])
     assert (index.parent / "figures" / "qualitative_t1ce_only_t1ce.png").stat().st_size > 5000
-    assert results["benefit"][0]["model"] == "one training size: no trend to fit"
+    assert results["benefit"][0]["trend"] == "one training size: no trend to fit"
     assert results["friedman"] == []
 
 

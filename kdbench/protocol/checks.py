@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from kdbench.modalities import label
 from kdbench.protocol.errors import describe_errors, located
 from kdbench.protocol.models import Protocol, StrategySpec
 from kdbench.protocol.yaml_source import Loc, YamlSource
@@ -91,7 +92,48 @@ def check_against_registry(
             ("statistics", "baseline"),
             f"baseline {baseline!r} is not a strategy of this protocol (labels: {labels})",
         )
+    _check_statistics(problems, protocol, registry, labels)
     return list(problems)
+
+
+def _check_statistics(problems: _Problems, protocol: Protocol, registry: Registry,
+                      labels: list[str]) -> None:
+    """The margins name metrics; the primary endpoint names a strategy, scenario and subset of
+    the protocol, and needs a baseline."""
+    stats = protocol.statistics
+    metrics = list(protocol.metrics or registry.metrics.names())
+    for metric in stats.margin:
+        if metrics and metric not in metrics:
+            problems.add(("statistics", "margin", metric),
+                         f"no metric {metric!r} in this protocol (metrics: {sorted(metrics)})")
+    primary = stats.primary
+    if primary is None:
+        return
+    if stats.baseline is None:
+        problems.add(("statistics", "primary"), "a primary endpoint compares against the "
+                     "baseline: set statistics.baseline")
+    if primary.strategy not in labels or primary.strategy == stats.baseline:
+        problems.add(("statistics", "primary", "strategy"),
+                     f"{primary.strategy!r} is not a strategy of this protocol other than the "
+                     f"baseline (labels: {labels})")
+    if metrics and primary.metric not in metrics:
+        problems.add(("statistics", "primary", "metric"),
+                     f"no metric {primary.metric!r} in this protocol (metrics: {sorted(metrics)})")
+    scenario = next((s for s in protocol.scenarios if s.name == primary.scenario), None)
+    if scenario is None:
+        problems.add(("statistics", "primary", "scenario"),
+                     f"no scenario {primary.scenario!r} (scenarios: "
+                     f"{[s.name for s in protocol.scenarios]})")
+        return
+    subsets = [label(s) for s in scenario.subsets()]
+    if primary.subset is None and len(subsets) > 1:
+        problems.add(("statistics", "primary", "subset"),
+                     f"scenario {scenario.name!r} scores {len(subsets)} subsets: name the "
+                     f"primary one (e.g. subset: {subsets[0]})")
+    elif primary.subset is not None and primary.subset not in subsets:
+        problems.add(("statistics", "primary", "subset"),
+                     f"subset {primary.subset!r} is not scored in scenario {scenario.name!r} "
+                     f"(subsets: {subsets})")
 
 
 def _check_strategy(problems: _Problems, protocol: Protocol, registry: Registry, i: int,

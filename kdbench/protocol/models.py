@@ -188,14 +188,54 @@ class TuningSpec(Strict):
     seed: int = 0
 
 
+class PrimarySpec(Strict):
+    """The pre-registered primary endpoint: one strategy against the baseline on one
+    (scenario, subset, region, metric), tested across N as a fixed sequence from the smallest N
+    up; every other comparison is secondary (Holm per family) and labelled exploratory."""
+
+    strategy: str = Field(description="Strategy label whose gain over the baseline is claimed.")
+    scenario: str = Field(description="Scenario name.")
+    subset: str | None = Field(
+        None, description="Available subset, e.g. 't1ce' (default: the scenario's only one)."
+    )
+    region: Literal["WT", "TC", "ET"] = "WT"
+    metric: str = "dice"
+
+    @field_validator("subset", mode="before")
+    @classmethod
+    def _subset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split("+")
+        return value if value is None else label(normalize(_as_list(value)))
+
+
 class StatisticsSpec(Strict):
-    """The paired comparison the report makes."""
+    """The comparison the report makes, pre-registered."""
 
     baseline: str | None = Field(None, description="Strategy label to compare against.")
-    test: Literal["wilcoxon", "ttest"] = "wilcoxon"
+    test: Literal["wilcoxon", "ttest"] = Field(
+        "wilcoxon", description="The per-case test (secondary: conditional on the trained "
+        "models).")
     correction: Literal["holm", "bonferroni", "fdr_bh", "none"] = "holm"
     alpha: float = Field(0.05, gt=0, lt=1)
     bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for CIs.")
+    margin: dict[str, float] = Field(
+        default_factory=dict,
+        description="Equivalence margin δ per metric, in its units (e.g. {dice: 0.02, hd95: "
+        "2.0}): a gain within ±δ is 'faded', above δ a 'benefit'; N*_δ is computed for the "
+        "metrics given.",
+    )
+    primary: PrimarySpec | None = Field(
+        None, description="The primary endpoint (default: none, every comparison exploratory)."
+    )
+
+    @field_validator("margin")
+    @classmethod
+    def _margin(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not v > 0}
+        if bad:
+            raise ValueError(f"a margin must be positive, got {bad}")
+        return value
 
 
 class Protocol(Strict):

@@ -10,6 +10,7 @@ replaces that day's report. The same records always give the same bytes (the dat
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -69,7 +70,8 @@ def write_report(settings: ReportSettings, registry: Registry | None = None) -> 
                   for name in registry.metrics.names()
                   if getattr(registry.metrics.get(name), "higher_is_better", None) is not None}
     analysis = analyse(per_case, Settings(stats.baseline, stats.test, stats.correction,
-                                          stats.alpha, stats.bootstrap, directions),
+                                          stats.alpha, stats.bootstrap, directions,
+                                          dict(stats.margin), primary_endpoint(protocol)),
                        [s.key for s in protocol.strategies])
     date = settings.date or dt.datetime.now(dt.UTC).date().isoformat()
     commit = git_commit()
@@ -89,6 +91,19 @@ def write_report(settings: ReportSettings, registry: Registry | None = None) -> 
         raise
     _replace(staging, target)
     return target / "index.html"
+
+
+def primary_endpoint(protocol: Any) -> Any:
+    """The protocol's ``statistics.primary`` with its subset resolved (``None`` if unset)."""
+    from kdbench.modalities import label
+    from kdbench.report.analysis import Primary
+
+    spec = protocol.statistics.primary
+    if spec is None:
+        return None
+    scenario = next(s for s in protocol.scenarios if s.name == spec.scenario)
+    subset = spec.subset or label(scenario.subsets()[0])
+    return Primary(spec.strategy, spec.scenario, subset, spec.region, spec.metric)
 
 
 def _tuning(plan: Any, registry: Registry, storage: str | None) -> list[dict[str, Any]]:
@@ -147,7 +162,7 @@ def _write(folder: Path, analysis: Any, context: dict[str, Any], settings: Repor
     results = results_json(analysis, context)
     for name, rows in _flat_tables(results).items():
         frame = pd.DataFrame(rows)
-        for column in ("n_star", "n_star_after", "n_star_model"):
+        for column in ("seeds", "cases"):
             if column in frame:
                 frame[column] = frame[column].astype("Int64")
         frame.to_csv(tables_dir / f"{name}.csv", index=False, lineterminator="\n")
@@ -166,8 +181,11 @@ def _write(folder: Path, analysis: Any, context: dict[str, Any], settings: Repor
                                    if r["scenario"] == scenario and r["subset"] == subset],
                        "friedman": [r for r in results["friedman"]
                                     if r["scenario"] == scenario and r["subset"] == subset],
-                       "versus": [r for r in results["tests"] if r["family"] == "baseline"
-                                  and r["scenario"] == scenario and r["subset"] == subset]}
+                       "versus": [r for r in results["tests"] if r["unit"] == "seed"
+                                  and r["scenario"] == scenario and r["subset"] == subset],
+                       "conditional": [r for r in results["tests"] if r["unit"] == "case"
+                                       and r["scenario"] == scenario
+                                       and r["subset"] == subset]}
             stem = f"{scenario}_{subset.replace('+', '-')}"
             made = [(f"learning_curve_{stem}_{metric}", figures.learning_curves(
                 analysis, scenario, subset, metric), f"Learning curves ({metric})")
@@ -249,16 +267,15 @@ def _flat_tables(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
                   "rank": r["ranking"][s], "share_first": r["first"][s],
                   **{f"share_rank_{k}": v for k, v in r["rank_shares"][s].items()}}
                  for r in results["rank_stability"] for s in r["ranking"]]
-    benefit = [{k: v for k, v in r.items() if k not in ("per_n", "n_star_bootstrap_shares",
-                                                        "n_star_interval")}
-               | {"n_star_interval_low": r["n_star_interval"][0],
-                  "n_star_interval_high": r["n_star_interval"][1]}
-               | {f"n_star_share_{k}": v for k, v in r["n_star_bootstrap_shares"].items()}
-               for r in results["benefit"]]
-    per_n = [{k: r[k] for k in ("scenario", "subset", "strategy", "region")} | row
-             for r in results["benefit"] for row in r["per_n"]]
-    tables = {"summary": results["summary"], "tests": results["tests"], "friedman": friedman,
-              "rank_stability": stability, "benefit": benefit, "benefit_per_n": per_n}
+    n_star = [{k: v for k, v in r.items() if k not in ("per_n", "n_star_bootstrap_shares")}
+              | {f"state_N{row['N']}": row.get("state") for row in r["per_n"]}
+              | {f"n_star_share_{k}": v for k, v in r["n_star_bootstrap_shares"].items()}
+              for r in results["benefit"]]
+    per_n = [{k: r[k] for k in ("scenario", "subset", "strategy", "region", "metric", "delta")}
+             | row for r in results["benefit"] for row in r["per_n"]]
+    tables = {"summary": results["summary"], "tests": results["tests"],
+              "case_tests": results["case_tests"], "friedman": friedman,
+              "rank_stability": stability, "n_star": n_star, "benefit_per_n": per_n}
     if results["tuning"]:
         tables["tuning"] = [{k: v for k, v in r.items() if k != "best_params"}
                             | {f"best_{k}": v for k, v in r["best_params"].items()}
@@ -313,30 +330,71 @@ def results_json(analysis: Any, context: dict[str, Any]) -> dict[str, Any]:
                           "kendall_tau_median": result.kendall_tau_median,
                           "rank_shares": {s: {str(r): v for r, v in row.items()}
                                           for s, row in result.frequencies.iterrows()}})
-    benefit = []
-    for (scenario, subset, strategy, region), result in analysis.benefit.items():
-        benefit.append({
-            "scenario": scenario, "subset": subset, "strategy": strategy,
-            "baseline": settings.baseline, "region": region, "metric": "dice",
-            "slope_per_doubling": None if result.slope is None else result.slope.estimate,
-            "slope_low": None if result.slope is None else result.slope.low,
-            "slope_high": None if result.slope is None else result.slope.high,
-            "slope_p": result.slope_p, "model": result.model_note,
-            "n_star": result.n_star, "n_star_after": result.n_star_after,
-            "n_star_label": result.n_star_label(), "n_star_model": result.n_star_model,
-            "n_star_bootstrap_shares": result.n_star_shares,
-            "n_star_interval": list(result.n_star_interval),
-            "per_n": result.per_n.to_dict(orient="records")})
+    benefit = [_benefit_json(key, result, settings.baseline)
+               for key, result in analysis.benefit.items()]
     return _clean({
         "protocol": {"name": protocol.name, "version": protocol.version},
         "generated": context["date"], "commit": context["commit"],
         "kdbench_version": context["version"], "records": context["records"],
         "statistics": {"baseline": settings.baseline, "test": settings.test,
                        "correction": settings.correction, "alpha": settings.alpha,
-                       "bootstrap": settings.resamples},
+                       "bootstrap": settings.resamples, "margin": dict(settings.margin),
+                       "primary": None if settings.primary is None
+                       else dataclasses.asdict(settings.primary)},
         "strategies": analysis.strategies,
         "summary": analysis.summary.to_dict(orient="records"),
-        "tests": analysis.tests.to_dict(orient="records"),
+        "tests": tests_table(analysis).to_dict(orient="records"),
+        "case_tests": analysis.tests.to_dict(orient="records"),
         "friedman": friedman, "rank_stability": stability, "benefit": benefit,
         "tuning": context["tuning"], "environment": context["environment"],
     })
+
+
+def _benefit_json(key: tuple[str, ...], result: Any, baseline: str | None) -> dict[str, Any]:
+    scenario, subset, strategy, region, metric = key
+    trend = result.trend
+    return {
+        "scenario": scenario, "subset": subset, "strategy": strategy, "baseline": baseline,
+        "region": region, "metric": metric, "delta": result.margin,
+        "slope_per_doubling": None if trend is None else trend.slope.estimate,
+        "slope_low": None if trend is None else trend.slope.low,
+        "slope_high": None if trend is None else trend.slope.high,
+        "slope_p": None if trend is None else trend.p,
+        "trend": result.trend_note,
+        "n_star": None if result.n_star is None else str(result.n_star),
+        "n_star_label": result.n_star_label(),
+        "n_star_low": result.n_star_interval[0] or None,
+        "n_star_high": result.n_star_interval[1] or None,
+        "n_star_bootstrap_shares": result.n_star_shares,
+        "per_n": result.per_n.to_dict(orient="records")}
+
+
+#: The columns of ``tables/tests.csv``: one row per test, seed-level (primary analysis) and
+#: case-level (conditional on the trained models).
+TEST_COLUMNS = ["scenario", "subset", "N", "region", "metric", "strategy", "baseline", "unit",
+                "seeds", "cases", "difference", "ci_low", "ci_high", "p", "p_adjusted",
+                "significant", "primary", "var_run", "var_case", "var_residual", "note"]
+
+
+def tests_table(analysis: Any) -> pd.DataFrame:
+    """Every test against the baseline: the run-level tests (``unit`` seed) and the per-case
+    tests (``unit`` case, on seed-averaged values: conditional on the trained models)."""
+    runs = analysis.run_tests.assign(unit="seed")
+    cases = analysis.tests
+    if not cases.empty:
+        cases = cases[cases["family"] == "baseline"]
+        seeds = analysis.summary.set_index(["scenario", "subset", "N", "region", "metric",
+                                            "strategy"])["seeds"]
+        cases = cases.assign(
+            strategy=cases["a"], baseline=cases["b"], unit="case", ci_low=cases["difference_low"],
+            ci_high=cases["difference_high"], primary=False,
+            note="conditional on the trained models (cases as the unit, seed-averaged values)",
+            seeds=[int(seeds.get((r.scenario, r.subset, r.N, r.region, r.metric, r.a), 0))
+                   for r in cases.itertuples()])
+    frame = pd.concat([f for f in (runs, cases) if not f.empty], ignore_index=True) \
+        if not (runs.empty and cases.empty) else pd.DataFrame(columns=TEST_COLUMNS)
+    frame = frame.reindex(columns=TEST_COLUMNS)
+    order = {"seed": 0, "case": 1}
+    return frame.sort_values(["scenario", "subset", "metric", "region", "strategy", "N", "unit"],
+                             key=lambda c: c.map(order) if c.name == "unit" else c,
+                             kind="stable").reset_index(drop=True)

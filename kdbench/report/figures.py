@@ -93,7 +93,7 @@ def learning_curves(analysis: Analysis, scenario: str, subset: str, metric: str)
                 continue
             ax.plot(line["N"], line["mean"], "o-", color=colour[strategy], label=strategy,
                     markersize=3.5, linewidth=1.4)
-            ax.fill_between(line["N"], line["band_low"], line["band_high"],
+            ax.fill_between(line["N"], line["low"], line["high"],
                             color=colour[strategy], alpha=0.15, linewidth=0)
         _log_axis(ax, sizes)
         ax.set_title(region)
@@ -104,11 +104,13 @@ def learning_curves(analysis: Analysis, scenario: str, subset: str, metric: str)
     return fig
 
 
-def gain_curves(analysis: Analysis, scenario: str, subset: str) -> Any | None:
-    """Per-case Dice gain over the baseline vs N: mean and 95% bootstrap CI (cases), the
-    mixed model's fit (dashed) and N* (dotted line, when a smaller N was significant); one
-    panel per region."""
-    keys = [k for k in analysis.benefit if k[0] == scenario and k[1] == subset]
+def gain_curves(analysis: Analysis, scenario: str, subset: str, metric: str = "dice"
+                ) -> Any | None:
+    """The gain over the baseline vs N (positive = better): the mean over seeds and cases with
+    its run-level 95% CI, the margin ±δ (shaded) and N*_δ (dotted line); one panel per
+    region."""
+    keys = [k for k in analysis.benefit
+            if k[0] == scenario and k[1] == subset and k[4] == metric]
     if not keys:
         return None
     regions = [r for r in ("WT", "TC", "ET") if any(k[3] == r for k in keys)]
@@ -118,31 +120,36 @@ def gain_curves(analysis: Analysis, scenario: str, subset: str) -> Any | None:
 
     fig, axes = plt.subplots(1, len(regions), figsize=(3.3 * len(regions), 3.0), sharey=True,
                              squeeze=False, layout="constrained")
+    margin = analysis.settings.margin.get(metric)
     for ax, region in zip(axes[0], regions, strict=True):
         ax.axhline(0, color="0.3", linewidth=0.8)
+        if margin is not None:
+            ax.axhspan(-margin, margin, color="0.9", zorder=0)
         sizes: list[int] = []
         for strategy in strategies:
-            result = analysis.benefit.get((scenario, subset, strategy, region))
+            result = analysis.benefit.get((scenario, subset, strategy, region, metric))
             if result is None:
                 continue
             per_n = result.per_n
             sizes = sorted(set(sizes) | {int(n) for n in per_n["N"]})
-            ax.errorbar(per_n["N"], per_n["gain"],
-                        yerr=[per_n["gain"] - per_n["gain_low"],
-                              per_n["gain_high"] - per_n["gain"]],
+            finite = per_n[np.isfinite(per_n["gain_low"]) & np.isfinite(per_n["gain_high"])]
+            ax.errorbar(finite["N"], finite["gain"],
+                        yerr=[finite["gain"] - finite["gain_low"],
+                              finite["gain_high"] - finite["gain"]],
                         fmt="o", color=colour[strategy], capsize=2, markersize=3.5,
-                        label=f"{strategy} (N* {result.n_star_label()})")
-            if "fitted" in per_n:
-                ax.plot(per_n["N"], per_n["fitted"], "--", color=colour[strategy], linewidth=1)
-            if result.n_star is not None and result.n_star_after is not None:
+                        label=f"{strategy} (N*δ {result.n_star_label()})")
+            ax.plot(per_n["N"], per_n["gain"], "-", color=colour[strategy], linewidth=0.8)
+            if isinstance(result.n_star, int) and result.n_star > min(sizes):
                 ax.axvline(result.n_star, color=colour[strategy], linestyle=":", linewidth=1)
         _log_axis(ax, sizes)
         ax.set_title(region)
-    axes[0][0].set_ylabel(f"Dice gain over {analysis.settings.baseline}")
+    axes[0][0].set_ylabel(f"{METRIC_NAMES.get(metric, metric)} gain over "
+                          f"{analysis.settings.baseline}")
     for ax in axes[0]:
         ax.legend(loc="best", fontsize=7)
+    shaded = f", shaded: ±δ = {margin:g}" if margin is not None else ""
     fig.suptitle(f"Gain over {analysis.settings.baseline} vs N — {subset} ({scenario}); "
-                 "bars: 95% bootstrap CI, dashed: mixed-model fit", fontsize=9)
+                 f"bars: 95% CI, seeds as replicates{shaded}", fontsize=9)
     return fig
 
 

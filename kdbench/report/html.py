@@ -20,6 +20,13 @@ def _p(value: Any) -> str:
     return f"{value:.1e}" if value < 1e-4 else f"{value:.4f}"
 
 
+def _sd(variance: Any, digits: int = 3) -> str:
+    """A variance component shown as its standard deviation."""
+    if variance is None:
+        return "–"
+    return f"{float(variance) ** 0.5:.{digits}f}"
+
+
 def environment() -> Any:
     """The report's jinja2 environment (package templates, autoescape on, strict undefined)."""
     import jinja2
@@ -31,6 +38,7 @@ def environment() -> Any:
                              lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["num"] = _fmt
     env.filters["p"] = _p
+    env.filters["sd"] = _sd
     return env
 
 

@@ -16,11 +16,14 @@ the strategy × case interaction; a case's difficulty shared by both strategies 
 gain). μ, the mean gain over runs and cases, is estimated by the grid mean, whose variance is
 σ²_run/S + σ²_case/C + σ²_res/(SC). The variance components are the ANOVA (method of moments)
 estimates of a balanced two-way layout without replication (Searle, Casella & McCulloch,
-*Variance Components*, 1992, ch. 4), truncated at zero; the standard error uses the unbiased
-combination ``(MS_seed + max(MS_case − MS_res, 0)) / (SC)`` with Satterthwaite's degrees of
-freedom (1946). Without case × strategy variance this is the paired t test of the S per-seed
-mean gains (df = S − 1): the seeds are the replicates. With one seed nothing can be said about
-training runs, and with two the test has one degree of freedom (:data:`FEW_SEEDS`).
+*Variance Components*, 1992, ch. 4), truncated at zero. The standard error uses the unbiased
+combination ``(MS_seed + max(MS_case − MS_res, 0)) / (SC)`` and Student t with S − 1 degrees
+of freedom, those of its seed term. (Satterthwaite's df for this difference of mean squares
+collapses towards zero when the case term is small, a known failure; S − 1 is the conservative
+choice and exact when there is no case × strategy variance, where the test is the paired t
+test of the S per-seed mean gains: the seeds are the replicates.) With one seed nothing can be
+said about training runs, and with two the test has one degree of freedom
+(:data:`FEW_SEEDS`).
 
 Equivalence within a pre-registered margin δ is Schuirmann's two one-sided tests (TOST, 1987):
 the gain is shown *faded* when both H0: μ ≤ −δ and H0: μ ≥ δ are rejected at α (the 1 − 2α CI
@@ -41,8 +44,9 @@ import pandas as pd
 
 from kdbench.report.statistics import CONFIDENCE, Interval
 
-#: Below this many seeds a run-level result is reported with a warning that it cannot support
-#: a claim (one seed: no test at all; two: one degree of freedom).
+#: Below this many seeds a run-level result is reported with a note that it cannot support a
+#: claim, and none is made: no significance mark, no benefit or faded state (one seed: no test
+#: at all; two: one degree of freedom, a variance estimated from two runs).
 FEW_SEEDS = 3
 
 BENEFIT, FADED, UNDETERMINED = "benefit", "faded", "undetermined"
@@ -65,7 +69,7 @@ class RunLevel:
     Attributes:
         seeds, cases: the size of the complete grid (seeds and cases present for both).
         gain: the grid mean (positive: the strategy is better).
-        se: its standard error; ``df`` its (Satterthwaite) degrees of freedom (0: one seed).
+        se: its standard error; ``df`` its degrees of freedom, seeds − 1 (0: one seed).
         ci: the two-sided ``confidence`` interval (Student t with ``df``).
         p: two-sided p of H0: gain = 0; ``p_greater`` one-sided, H1: gain > 0.
         components: the variance components (``None`` with one seed or one case).
@@ -105,9 +109,18 @@ class RunLevel:
             return 0.0 if self.gain > margin else 1.0
         return float(stats.t.sf((self.gain - margin) / self.se, self.df))
 
+    @property
+    def enough_seeds(self) -> bool:
+        """Whether there are seeds enough (:data:`FEW_SEEDS`) for the result to support a
+        claim; with fewer the report states nothing (no mark, no state) and says why."""
+        return self.seeds >= FEW_SEEDS
+
     def state(self, margin: float, alpha: float) -> str:
         """``benefit`` (gain > margin shown), ``faded`` (|gain| < margin shown) or
-        ``undetermined``, each test at level ``alpha``."""
+        ``undetermined``, each test at level ``alpha``; always ``undetermined`` with fewer
+        than :data:`FEW_SEEDS` seeds."""
+        if not self.enough_seeds:
+            return UNDETERMINED
         if self.p_above(margin) < alpha:
             return BENEFIT
         if self.tost(margin) < alpha:
@@ -128,6 +141,7 @@ def gain_grid(per_case: pd.DataFrame, strategy: str, baseline: str, *,
     both = mine.merge(base, on=["seed", "case"], suffixes=("", "_base"))
     sign = 1.0 if higher_is_better else -1.0
     both = both.assign(gain=sign * (both["value"] - both["value_base"]))
+    both = both[np.isfinite(both["gain"])]  # a non-finite value drops its case from the grid
     grid = both.pivot_table(index="case", columns="seed", values="gain", aggfunc="mean")
     return grid.dropna(axis=0, how="any").sort_index().sort_index(axis=1)
 
@@ -168,20 +182,13 @@ def run_level(grid: np.ndarray | pd.DataFrame, confidence: float = CONFIDENCE) -
         variance, df = float(np.var(values[0], ddof=1)) / seeds, float(seeds - 1)
     else:
         found, (ms_seed, ms_case, ms_res) = components(values)
-        extra = ms_case - ms_res
-        if extra > 0:
-            variance = (ms_seed + extra) / (seeds * cases)
-            extra_terms = ((ms_case, cases - 1), (ms_res, (seeds - 1) * (cases - 1)))
-        else:
-            variance, extra_terms = ms_seed / (seeds * cases), ()
-        denominator = ms_seed**2 / (seeds - 1) + sum(m**2 / d for m, d in extra_terms)
-        numerator = (variance * seeds * cases) ** 2
-        df = float(numerator / denominator) if denominator > 0 else float(seeds - 1)
+        variance = (ms_seed + max(ms_case - ms_res, 0.0)) / (seeds * cases)
+        df = float(seeds - 1)
     se = float(np.sqrt(variance))
     note = ""
     if seeds < FEW_SEEDS:
         note = (f"{seeds} seeds: a run-level test with {seeds - 1} degree of freedom cannot "
-                "support a claim; add seeds")
+                f"support a claim (none is made below {FEW_SEEDS} seeds); add seeds")
     if se == 0:
         return RunLevel(seeds, cases, gain, 0.0, df, Interval(gain, gain, gain),
                         1.0 if gain == 0 else 0.0, 1.0 if gain <= 0 else 0.0, found, note)

@@ -2,9 +2,10 @@
 and CSV, and handed to the HTML template as header + rows.
 
 Main table (per scenario, subset and metric): strategies × (N, region), each cell the mean over
-test cases of the seed-averaged values and its 95% bootstrap CI; the best mean of each column in
-bold; ``*`` a significant difference from the baseline in the better direction and ``†`` in
-the worse one (paired test over cases, corrected as the protocol says). Subset table (``all``
+seeds and test cases and its 95% two-stage bootstrap CI (seeds and cases resampled); the best
+mean of each column in bold; ``*`` a significant difference from the baseline in the better
+direction and ``†`` in the worse one (the run-level test, seeds as the replicates: a
+difference only the per-case test finds is not marked). Subset table (``all``
 scenarios, per N and metric): the 15 subsets × (region, strategy), means only, the best of each
 row and region in bold.
 """
@@ -125,11 +126,12 @@ def main_tables(analysis: Analysis) -> list[Table]:
                 marks.loc[row.strategy, col] = BETTER if row.better else WORSE
         cells.index.name = bold.index.name = marks.index.name = "strategy"
         baseline = analysis.settings.baseline
-        versus = (f"; {BETTER}/{WORSE}: significantly better/worse than {baseline} "
-                  f"({analysis.settings.test}, {analysis.settings.correction}, "
-                  f"α = {analysis.settings.alpha})" if baseline else "")
-        caption = (f"{metric} on {subset} ({scenario}): mean over test cases [95% bootstrap "
-                   f"CI]; best per column in bold{versus}")
+        versus = (f"; {BETTER}/{WORSE}: significantly better/worse than {baseline}, seeds as "
+                  f"the replicates (run-level t test, α = {analysis.settings.alpha}; primary "
+                  f"endpoint as a fixed sequence over N, the rest "
+                  f"{analysis.settings.correction} and exploratory)" if baseline else "")
+        caption = (f"{metric} on {subset} ({scenario}): mean over seeds and test cases [95% "
+                   f"bootstrap CI, seeds and cases resampled]; best per column in bold{versus}")
         tables.append(Table(_name("table", scenario, subset, metric), caption, cells, bold,
                             marks))
     return tables

@@ -42,11 +42,11 @@ def test_five_faults_give_five_distinct_located_messages(registry, demo_data, wr
                         "trainng_epochs (line {line}): unknown key 'trainng_epochs'", "trainng"),
         "wrong type": (lambda d: d.update(seeds=[0, "one"]),
                        "seeds[1] (line {line}): Input should be a valid integer", "- one"),
-        "unknown plugin": (lambda d: d["strategies"][2].update(name="kdd"),
-                           "strategies[2].name (line {line}): unknown strategy 'kdd' "
+        "unknown plugin": (lambda d: d["strategies"][1].update(name="multy"),
+                           "strategies[1].name (line {line}): unknown strategy 'multy' "
                            "(registered: genkd, hemis, kd, mono, multi, synthesis, uhved); "
-                           "did you mean 'kd'?",
-                           "- name: kdd"),
+                           "did you mean 'multi'?",
+                           "- name: multy"),
         "N above pool": (lambda d: d.update(training_sizes=[4, 8, 40]),
                          "training_sizes[2] (line {line}): N=40 is larger than the training pool "
                          "of 16 cases (24 in the dataset minus 8 for testing)", "- 40"),

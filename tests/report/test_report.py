@@ -57,10 +57,11 @@ def record(plan, uri: str, folder) -> Tracker:
 def recorded(tmp_path_factory, registry):
     root = tmp_path_factory.mktemp("report")
     path = phantom_protocol(
-        root, "report_test", cases=30, training_sizes=[4, 8, 16], seeds=[0, 1],
+        root, "report_test", cases=30, training_sizes=[4, 8, 16], seeds=[0, 1, 2],
         strategies=[{"name": "mono"}, {"name": "kd"}, {"name": "hemis"}],
         metrics=["dice", "hd95"], split={"test_size": 12, "validation_fraction": 0.25},
-        statistics={"baseline": "mono", "bootstrap": 200})
+        statistics={"baseline": "mono", "bootstrap": 200, "margin": {"dice": 0.02},
+                    "primary": {"strategy": "kd", "scenario": "t1ce_only", "region": "WT"}})
     plan = build_plan(load_protocol(path, registry), registry)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     tracker = record(plan, uri, root / "tables")
@@ -85,7 +86,8 @@ def test_report_folder_holds_every_table_and_figure(report, recorded):
     for ext in ("md", "tex", "csv"):
         for metric in ("dice", "hd95"):
             assert (folder / "tables" / f"table_t1ce_only_t1ce_{metric}.{ext}").is_file()
-    for name in ("summary", "tests", "friedman", "rank_stability", "benefit", "benefit_per_n"):
+    for name in ("summary", "tests", "case_tests", "friedman", "rank_stability", "n_star",
+                 "benefit_per_n"):
         assert (folder / "tables" / f"{name}.csv").is_file()
     for figure in ("learning_curve_t1ce_only_t1ce_dice", "learning_curve_t1ce_only_t1ce_hd95",
                    "gain_t1ce_only_t1ce", "rank_stability_t1ce_only_t1ce",
@@ -100,12 +102,12 @@ def test_report_folder_holds_every_table_and_figure(report, recorded):
 
 def test_report_numbers_come_from_complete_runs(report, recorded):
     results = json.loads((report.parent / "results.json").read_text())
-    assert results["records"]["runs"] == 18  # 3 strategies x 3 N x 2 seeds; not the crash
+    assert results["records"]["runs"] == 27  # 3 strategies x 3 N x 3 seeds; not the crash
     summary = pd.DataFrame(results["summary"])
     per_case = pd.read_csv(report.parent / "per_case.csv")
     assert set(per_case.columns) >= {"strategy", "N", "seed", "scenario", "subset", "case",
                                      "region", "metric", "value"}
-    # the table's mean is the mean over cases of the seed-averaged values
+    # the table's mean is the mean over cases and seeds
     cell = per_case[(per_case["strategy"] == "kd") & (per_case["N"] == 8)
                     & (per_case["region"] == "TC") & (per_case["metric"] == "dice")]
     row = summary[(summary["strategy"] == "kd") & (summary["N"] == 8)
@@ -125,6 +127,40 @@ def test_report_numbers_come_from_complete_runs(report, recorded):
     assert "| kd " in table and "**" in table and "\\*" in table
 
 
+def test_tests_csv_has_a_row_per_test_with_its_unit(report):
+    tests = pd.read_csv(report.parent / "tables" / "tests.csv")
+    assert {"scenario", "subset", "N", "region", "metric", "strategy", "baseline", "unit",
+            "seeds", "cases", "difference", "ci_low", "ci_high", "p", "p_adjusted",
+            "primary"} <= set(tests.columns)
+    assert set(tests["unit"]) == {"seed", "case"}
+    assert set(tests["baseline"]) == {"mono"} and set(tests["strategy"]) == {"kd", "hemis"}
+    seeds = tests[tests["unit"] == "seed"]
+    assert (seeds["seeds"] == 3).all() and (seeds["cases"] == 12).all()
+    # the primary endpoint: kd, WT Dice, at every N, as a fixed sequence
+    primary = seeds[seeds["primary"]].sort_values("N")
+    assert list(primary["N"]) == [4, 8, 16] and set(primary["strategy"]) == {"kd"}
+    assert set(primary["region"]) == {"WT"} and set(primary["metric"]) == {"dice"}
+    assert list(primary["p_adjusted"]) == list(primary["p"].cummax())
+    # a seed row's difference is the mean over seeds and cases of strategy - baseline
+    per_case = pd.read_csv(report.parent / "per_case.csv")
+    cell = per_case[(per_case["N"] == 8) & (per_case["region"] == "TC")
+                    & (per_case["metric"] == "hd95")]
+    wide = cell.pivot_table(index=["seed", "case"], columns="strategy", values="value")
+    row = seeds[(seeds["N"] == 8) & (seeds["region"] == "TC") & (seeds["metric"] == "hd95")
+                & (seeds["strategy"] == "kd")].iloc[0]
+    assert row["difference"] == pytest.approx((wide["kd"] - wide["mono"]).mean())
+    assert row["ci_low"] < row["difference"] < row["ci_high"] < 0  # kd's HD95 is lower
+    n_star = pd.read_csv(report.parent / "tables" / "n_star.csv")
+    assert {"scenario", "subset", "region", "metric", "strategy", "delta", "n_star",
+            "n_star_low", "n_star_high", "state_N4", "state_N8", "state_N16"} <= set(
+                n_star.columns)
+    kd = n_star[(n_star["strategy"] == "kd") & (n_star["metric"] == "dice")]
+    assert (kd["delta"] == 0.02).all() and set(kd["state_N4"]) == {"benefit"}
+    assert set(kd["n_star"].astype(str)) == {"beyond"}  # a lasting +0.06 gain
+    html = report.read_text()
+    assert "training runs as the unit" in html and "conditional on these trained models" in html
+
+
 def test_runs_and_report_record_the_machine_and_versions(report, recorded):
     """Every run is tagged with its CPU/BLAS/GPU and versions (full list as an artefact);
     the report lists each machine its complete runs came from."""
@@ -136,8 +172,8 @@ def test_runs_and_report_record_the_machine_and_versions(report, recorded):
     env = results["environment"]
     assert env["report"]["machine"]["cpu"] == cpu_model()
     assert env["report"]["packages"]["nnunetv2"] == version("nnunetv2")
-    (machine,) = env["runs"]  # one machine, one install: 18 complete runs
-    assert machine["jobs"] == 18
+    (machine,) = env["runs"]  # one machine, one install: 27 complete runs
+    assert machine["jobs"] == 27
     assert machine["machine.cpu"] == cpu_model()
     assert machine["package.torch"] == version("torch")
     assert machine["machine.torch_blas"] and machine["machine.torch_cpu_capability"]

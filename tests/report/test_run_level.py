@@ -92,6 +92,7 @@ def test_few_seeds_are_said_plainly():
     assert one.state(0.02, ALPHA) == "undetermined"
     two = run_level(simulated_grid(rng, gain=0.05, seeds=2, cases=20))
     assert FEW_SEEDS == 3 and "cannot support a claim" in two.note
+    assert not two.enough_seeds and two.state(0.02, ALPHA) == "undetermined"  # even if p < α
     assert run_level(simulated_grid(rng, gain=0.05, seeds=5, cases=20)).note == ""
 
 
