@@ -4,7 +4,7 @@ Each entry is one folder ``OUT/<entry>/`` holding its inputs and an ``expect.yam
 
 .. code-block:: yaml
 
-    group: data                     # data, protocol, plan, run, plugins, evaluate
+    group: data                     # data, protocol, plan, run, plugins, evaluate, report
     description: one line: what is wrong
     argv: [data, prepare, --source, "{entry}/release", --name, ds, --data-dir, data]
     exit_code: 2                    # the exit status expected
@@ -1014,3 +1014,56 @@ def _(folder: Path) -> None:
        r"unknown metric 'dicee'.*did you mean 'dice'")
 def _(folder: Path) -> None:
     _eval_folders(folder)
+
+
+# -- report: per-case tables ------------------------------------------------------------------
+
+PER_CASE_HEADER = "strategy,n,seed,case,region,metric,value\n"
+REPORT = ["report", "--per-case", "{entry}/per_case.csv", "--reports-dir", "{work}/reports"]
+
+
+def per_case_entry(name: str, description: str, message: str, text: str,
+                   options: list[str] | None = None) -> None:
+    """An entry whose input is a per-case CSV given to ``kdbench report --per-case``."""
+    def build(folder: Path) -> None:
+        (folder / "per_case.csv").write_text(text, encoding="utf-8")
+
+    ENTRIES.append(Entry(name, "report", description, [*REPORT, *(options or [])], message,
+                         build))
+
+
+GOOD_ROWS = "".join(f"{s},4,{seed},c{c},WT,dice,0.{5 + c}\n" for s in ("mono", "kd")
+                    for seed in (0, 1, 2) for c in range(3))
+per_case_entry("report_per_case_missing_columns", "a per-case table without seed and value",
+               r"per_case.csv: missing column\(s\) seed, value; a per-case table has the "
+               r"columns strategy, n \(or N\), seed",
+               "strategy,n,case,region,metric\nkd,4,c0,WT,dice\n")
+per_case_entry("report_per_case_not_a_number", "a per-case value that is not a number",
+               r"per_case.csv, line 3: value 'high' is not a number",
+               PER_CASE_HEADER + "kd,4,0,c0,WT,dice,0.5\nkd,4,0,c1,WT,dice,high\n")
+per_case_entry("report_per_case_fractional_n", "a training size that is not an integer",
+               r"per_case.csv, line 2: N '4.5' is not an integer",
+               PER_CASE_HEADER + "kd,4.5,0,c0,WT,dice,0.5\n")
+per_case_entry("report_per_case_twice", "a per-case value given twice",
+               r"per_case.csv, line 3: a second value for \(strategy=kd, N=4, seed=0, "
+               r"scenario=default, subset=input, case=c0, region=WT, metric=dice\)",
+               PER_CASE_HEADER + "kd,4,0,c0,WT,dice,0.5\nkd,4,0,c0,WT,dice,0.6\n")
+per_case_entry("report_per_case_unknown_region", "a region BraTS does not define",
+               r"per_case.csv, line 2: region 'whole' is not one of WT, TC, ET",
+               PER_CASE_HEADER + "kd,4,0,c0,whole,dice,0.5\n")
+per_case_entry("report_per_case_unknown_baseline", "a baseline the table does not have",
+               r"baseline 'nnunet' has no row in .*per_case.csv \(strategies: \['kd', 'mono'\]\)",
+               PER_CASE_HEADER + GOOD_ROWS, ["--baseline", "nnunet"])
+per_case_entry("report_per_case_bad_margin", "a margin that is not a number",
+               r"--margin 'dice=wide': each margin is a number",
+               PER_CASE_HEADER + GOOD_ROWS, ["--baseline", "mono", "--margin", "dice=wide"])
+per_case_entry("report_per_case_margin_without_rows", "a margin for a metric the table lacks",
+               r"margin for 'hd95': .*per_case.csv has no hd95 rows \(metrics: \['dice'\]\)",
+               PER_CASE_HEADER + GOOD_ROWS, ["--baseline", "mono", "--margin", "hd95=2"])
+per_case_entry("report_per_case_bad_primary", "a primary endpoint on an unknown region",
+               r"--primary region: Input should be 'WT', 'TC' or 'ET', got 'XX'",
+               PER_CASE_HEADER + GOOD_ROWS,
+               ["--baseline", "mono", "--primary", "strategy=kd,scenario=default,region=XX"])
+per_case_entry("report_per_case_missing_file", "a per-case table that does not exist",
+               r"nowhere.csv: no such per-case table", PER_CASE_HEADER,
+               ["--per-case", "{entry}/nowhere.csv"])

@@ -166,7 +166,7 @@ def test_corpus_is_complete(corpus: Path) -> None:
         assert expect["exit_code"] != 0 and expect["message"]
         re.compile(expect["message"])
         groups.setdefault(expect["group"], []).append(name)
-    assert set(groups) == {"data", "protocol", "plan", "run", "plugins", "evaluate"}
+    assert set(groups) == {"data", "protocol", "plan", "run", "plugins", "evaluate", "report"}
 
 
 @pytest.mark.parametrize("fault", ["raises", "not JSON"])

@@ -1,9 +1,10 @@
-"""``kdbench report``: the tables, figures, tests and benefit-vs-N analysis of a protocol."""
+"""``kdbench report``: the tables, figures, tests and benefit-vs-N analysis of a protocol's runs
+or of any tidy per-case table."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -11,11 +12,51 @@ from kdbench.cli.common import console, esc, state
 from kdbench.cli.run import DataDir, RunsDir, Storage, TrackingUri
 
 
+def _pairs(option: str, text: str) -> dict[str, str]:
+    """``a=1,b=2`` -> ``{"a": "1", "b": "2"}`` (a usage error naming ``option`` otherwise)."""
+    from kdbench.errors import KdbenchError
+
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise KdbenchError(f"{option} {text!r}: expected key=value pairs separated by "
+                               f"commas, e.g. {option} dice=0.02,hd95=2")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def report(
     ctx: typer.Context,
-    protocol: Annotated[Path, typer.Argument(help="Protocol YAML file.")],
+    protocol: Annotated[Path | None, typer.Argument(
+        help="Protocol YAML file (its runs, or with --per-case its statistics).")] = None,
+    per_case: Annotated[Path | None, typer.Option(
+        "--per-case", help="Report this tidy per-case CSV (strategy, n, seed, case, region, "
+        "metric, value; optional scenario, subset) instead of MLflow runs.")] = None,
+    baseline: Annotated[str | None, typer.Option(
+        "--baseline", help="Without a protocol: the strategy to compare against.")] = None,
+    margin: Annotated[str | None, typer.Option(
+        "--margin", help="Without a protocol: equivalence margins per metric, e.g. "
+        "dice=0.02,hd95=2.")] = None,
+    primary: Annotated[str | None, typer.Option(
+        "--primary", help="Without a protocol: the primary endpoint, e.g. "
+        "strategy=kd,scenario=t1ce_only,region=WT,metric=dice[,subset=t1ce].")] = None,
+    alpha: Annotated[float | None, typer.Option(
+        "--alpha", help="Without a protocol: the level of every test (default 0.05).")] = None,
+    bootstrap: Annotated[int | None, typer.Option(
+        "--bootstrap", help="Without a protocol: bootstrap resamples (default 1000).")] = None,
+    correction: Annotated[str | None, typer.Option(
+        "--correction", help="Without a protocol: holm, bonferroni, fdr_bh or none.")] = None,
+    test: Annotated[str | None, typer.Option(
+        "--test", help="Without a protocol: the per-case test, wilcoxon or ttest.")] = None,
+    strategies: Annotated[str | None, typer.Option(
+        "--strategies", help="Without a protocol: table order of the strategies, "
+        "comma-separated (default: the baseline, then as they appear).")] = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Without a protocol: the report's name (default: the CSV's stem).")
+    ] = None,
     reports_dir: Annotated[Path, typer.Option(
-        "--reports-dir", help="Reports go to <reports-dir>/<protocol>/<date>_<commit>/.")
+        "--reports-dir", help="Reports go to <reports-dir>/<name>/<date>_<commit>/.")
     ] = Path("reports"),
     output: Annotated[Path | None, typer.Option(
         "--output", help="Write the report to exactly this folder instead.")] = None,
@@ -27,8 +68,9 @@ def report(
     tracking_uri: TrackingUri = None,
     storage: Storage = None,
 ) -> None:
-    """Write the report of a protocol's complete runs: tables (Markdown, LaTeX, CSV), figures
-    (PNG, SVG), paired statistics, N*, results.json and index.html."""
+    """Write a report: tables (Markdown, LaTeX, CSV), figures (PNG, SVG), tests with the
+    training runs as the unit, N*_δ, results.json and index.html, of a protocol's complete
+    runs or of a per-case table (`--per-case`, with a protocol's statistics or the options)."""
     import datetime as dt
 
     from kdbench.errors import KdbenchError
@@ -39,7 +81,29 @@ def report(
             dt.date.fromisoformat(date)
         except ValueError:
             raise KdbenchError(f"--date {date!r} is not a date; use YYYY-MM-DD") from None
+    statistics: dict[str, Any] = {}
+    for key, value in (("baseline", baseline), ("alpha", alpha), ("bootstrap", bootstrap),
+                       ("correction", correction), ("test", test)):
+        if value is not None:
+            statistics[key] = value
+    if margin is not None:
+        try:
+            statistics["margin"] = {k: float(v) for k, v in _pairs("--margin", margin).items()}
+        except ValueError:
+            raise KdbenchError(f"--margin {margin!r}: each margin is a number, e.g. "
+                               "--margin dice=0.02,hd95=2") from None
+    if primary is not None:
+        statistics["primary"] = _pairs("--primary", primary)
+    if protocol is None and per_case is None:
+        raise KdbenchError("give a protocol file, a per-case table (--per-case FILE.csv), or "
+                           "both")
+    order = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
+    if protocol is not None and (order or name):
+        given = " and ".join(o for o, v in (("--strategies", order), ("--name", name)) if v)
+        raise KdbenchError(f"{given}: a protocol's report takes its strategies and name from "
+                           f"{protocol}; drop them, or the protocol")
     settings = ReportSettings(protocol, data_dir, runs_dir, tracking_uri, reports_dir, output,
-                              date, list(state(ctx).plugins_dirs), storage)
+                              date, list(state(ctx).plugins_dirs), storage, per_case,
+                              statistics, order, name)
     index = write_report(settings, state(ctx).registry())
     console.print(f"report: {esc(index)}")

@@ -1,5 +1,5 @@
-"""``kdbench report``: from a protocol's complete MLflow runs to
-``reports/<protocol>/<date>_<short-commit>/``.
+"""``kdbench report``: from a protocol's complete MLflow runs, or from a tidy per-case table
+(:mod:`kdbench.report.inputs`), to ``reports/<name>/<date>_<short-commit>/``.
 
 The folder holds ``index.html`` (jinja2 templates), ``results.json`` (every number, machine
 readable), ``per_case.csv`` (the tidy table it was computed from), ``tables/`` (Markdown,
@@ -28,64 +28,75 @@ from kdbench.version import __version__
 
 @dataclass
 class ReportSettings:
-    """What ``kdbench report`` reads and where it writes."""
+    """What ``kdbench report`` reads and where it writes.
 
-    protocol_path: Path
+    A report is of a protocol's complete runs (``protocol_path``), of a per-case table
+    (``per_case``) with the protocol's statistics, or of a per-case table alone, its
+    statistics from ``statistics`` (the options ``baseline, margin, primary, alpha, bootstrap,
+    correction, test``) and its strategy order from ``strategies``.
+    """
+
+    protocol_path: Path | None
     data_dir: Path = Path("data")
     runs_dir: Path = Path("runs")
     tracking_uri: str | None = None
     reports_dir: Path = Path("reports")
-    output: Path | None = None  # the folder itself (default <reports>/<protocol>/<date>_<sha>)
+    output: Path | None = None  # the folder itself (default <reports>/<name>/<date>_<sha>)
     date: str | None = None  # YYYY-MM-DD (default: today, UTC)
     plugins_dirs: list[Path] = field(default_factory=list)
     optuna_storage: str | None = None  # the tuning studies (default: optuna/studies.db)
+    per_case: Path | None = None
+    statistics: dict[str, Any] = field(default_factory=dict)
+    strategies: list[str] | None = None
+    name: str | None = None  # of a table's report (default: the file's stem)
 
 
 def write_report(settings: ReportSettings, registry: Registry | None = None) -> Path:
-    """Write the report of a protocol; return its ``index.html``.
+    """Write the report; return its ``index.html``.
 
     Raises:
         KdbenchError: no complete run of the protocol in the tracking store (the message names
-            the store and the command that makes them), or an unreadable record.
+            the store and the command that makes them), an unreadable record, or a per-case
+            table or statistics option that cannot be used (naming the file, row or option).
     """
-    from kdbench.plan import build_plan
     from kdbench.plugin_manager import load_plugins
-    from kdbench.protocol import load_protocol
     from kdbench.report.analysis import Settings, analyse
-    from kdbench.report.records import per_case_table
-    from kdbench.tracking import Tracker, default_tracking_uri, git_commit
+    from kdbench.report.inputs import from_runs, from_table, primary_endpoint
+    from kdbench.tracking import git_commit
 
     registry = registry or load_plugins(settings.plugins_dirs)
-    protocol = load_protocol(settings.protocol_path, registry)
-    plan = build_plan(protocol, registry)
-    uri = settings.tracking_uri or default_tracking_uri()
-    tracker = Tracker(plan, uri)
-    per_case = per_case_table(tracker)
-    if per_case.empty:
-        raise KdbenchError(f"protocol {protocol.name!r} has no complete run in {uri}; run "
-                           f"`kdbench run {settings.protocol_path}` first (or pass the "
-                           "--tracking-uri it ran with)")
-    stats = protocol.statistics
+    if settings.protocol_path is None:
+        if settings.per_case is None:
+            raise KdbenchError("give a protocol, a per-case table (--per-case FILE.csv), or "
+                               "both")
+        source = from_table(settings)
+    else:
+        source = from_runs(settings, registry)
+    stats = source.statistics
     directions = {name: bool(registry.metrics.get(name).higher_is_better)
                   for name in registry.metrics.names()
                   if getattr(registry.metrics.get(name), "higher_is_better", None) is not None}
-    analysis = analyse(per_case, Settings(stats.baseline, stats.test, stats.correction,
-                                          stats.alpha, stats.bootstrap, directions,
-                                          dict(stats.margin), primary_endpoint(protocol)),
-                       [s.key for s in protocol.strategies])
+    analysis = analyse(source.per_case,
+                       Settings(stats.baseline, stats.test, stats.correction, stats.alpha,
+                                stats.bootstrap, directions, dict(stats.margin),
+                                primary_endpoint(source)),
+                       source.strategies)
     date = settings.date or dt.datetime.now(dt.UTC).date().isoformat()
     commit = git_commit()
-    target = settings.output or (Path(settings.reports_dir) / protocol.name
+    target = settings.output or (Path(settings.reports_dir) / source.name
                                  / f"{date}_{commit}")
-    context = {"protocol": protocol, "date": date, "commit": commit, "version": __version__,
-               "tracking_uri": uri, "records": _records(per_case),
-               "tuning": _tuning(plan, registry, settings.optuna_storage),
-               "environment": _environment(tracker)}
+    context = {"protocol": {"name": source.name, "version": source.version,
+                            "description": source.description},
+               "source": source.source, "date": date, "commit": commit,
+               "version": __version__, "tracking_uri": source.tracking_uri,
+               "records": _records(source.per_case),
+               "tuning": _tuning(source.plan, registry, settings.optuna_storage),
+               "environment": _environment(source.environment_runs)}
     staging = target.parent / f".{target.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        _write(staging, analysis, context, settings, plan, registry)
+        _write(staging, analysis, context, settings, source, registry)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -93,22 +104,9 @@ def write_report(settings: ReportSettings, registry: Registry | None = None) -> 
     return target / "index.html"
 
 
-def primary_endpoint(protocol: Any) -> Any:
-    """The protocol's ``statistics.primary`` with its subset resolved (``None`` if unset)."""
-    from kdbench.modalities import label
-    from kdbench.report.analysis import Primary
-
-    spec = protocol.statistics.primary
-    if spec is None:
-        return None
-    scenario = next(s for s in protocol.scenarios if s.name == spec.scenario)
-    subset = spec.subset or label(scenario.subsets()[0])
-    return Primary(spec.strategy, spec.scenario, subset, spec.region, spec.metric)
-
-
 def _tuning(plan: Any, registry: Registry, storage: str | None) -> list[dict[str, Any]]:
     """The tuning budget each ``tuned`` strategy received (its study's trials)."""
-    if plan.protocol.tuning is None:
+    if plan is None or plan.protocol.tuning is None:
         return []
     from kdbench.tuning.studies import default_storage
     from kdbench.tuning.summary import study_summaries
@@ -120,17 +118,15 @@ def _tuning(plan: Any, registry: Registry, storage: str | None) -> list[dict[str
             for s in study_summaries(plan, registry, storage or default_storage())]
 
 
-def _environment(tracker: Any) -> dict[str, Any]:
+def _environment(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The report's own machine and versions, and each distinct machine and install the
-    complete runs were computed on (from their tags), with how many Jobs were computed there."""
-    from collections import Counter
-
+    complete runs were computed on (from their tags), with how many Jobs were computed there
+    (none known for a per-case table)."""
     from kdbench import environment
 
-    machines = Counter(environment.from_tags(run.data.tags) for run in tracker.complete_runs())
     here = environment.describe()
     return {"report": {k: here[k] for k in ("machine", "packages", "versions_sha256")},
-            "runs": [{**dict(key), "jobs": jobs} for key, jobs in sorted(machines.items())]}
+            "runs": runs}
 
 
 def _records(per_case: pd.DataFrame) -> dict[str, int]:
@@ -148,15 +144,15 @@ def _replace(staging: Path, target: Path) -> None:
 
 
 def _write(folder: Path, analysis: Any, context: dict[str, Any], settings: ReportSettings,
-           plan: Any, registry: Registry) -> None:
+           source: Any, registry: Registry) -> None:
     from kdbench.report import figures
     from kdbench.report.tables import main_tables, subset_tables
 
-    protocol = context["protocol"]
+    protocol = source.protocol
     analysis.per_case.to_csv(folder / "per_case.csv", index=False, lineterminator="\n")
     tables_dir, figures_dir = folder / "tables", folder / "figures"
     tables = main_tables(analysis)
-    subsets = subset_tables(analysis, {s.name: len(s.subsets()) for s in protocol.scenarios})
+    subsets = subset_tables(analysis, source.subsets)
     for table in tables + subsets:
         table.write(tables_dir)
     results = results_json(analysis, context)
@@ -168,7 +164,8 @@ def _write(folder: Path, analysis: Any, context: dict[str, Any], settings: Repor
         frame.to_csv(tables_dir / f"{name}.csv", index=False, lineterminator="\n")
     sections = []
     views = analysis.summary[["scenario", "subset"]].drop_duplicates()
-    dataset, convention = _dataset(protocol, registry, settings.data_dir)
+    dataset, convention = (_dataset(protocol, registry, settings.data_dir)
+                           if protocol is not None else (None, ""))
     with figures.plotting():
         # the reporters' sections first: a broken reporter stops the report before the
         # built-in figures are drawn (they are shown after the built-in sections)
@@ -211,6 +208,9 @@ def _write(folder: Path, analysis: Any, context: dict[str, Any], settings: Repor
                         "Qualitative: " + caption))
                 else:
                     section["qualitative_missing"] = caption
+            elif protocol is None:
+                section["qualitative_missing"] = ("a per-case table holds no images or "
+                                                  "predictions")
             else:
                 section["qualitative_missing"] = "the prepared dataset is not on this machine"
             for name, fig, title in made:
@@ -333,7 +333,8 @@ def results_json(analysis: Any, context: dict[str, Any]) -> dict[str, Any]:
     benefit = [_benefit_json(key, result, settings.baseline)
                for key, result in analysis.benefit.items()]
     return _clean({
-        "protocol": {"name": protocol.name, "version": protocol.version},
+        "protocol": {"name": protocol["name"], "version": protocol["version"]},
+        "source": context["source"],
         "generated": context["date"], "commit": context["commit"],
         "kdbench_version": context["version"], "records": context["records"],
         "statistics": {"baseline": settings.baseline, "test": settings.test,

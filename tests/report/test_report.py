@@ -372,3 +372,54 @@ def test_critical_difference_diagram_bytes_do_not_depend_on_string_hashing(tmp_p
         assert done.returncode == 0, done.stderr
         files.append(((out / "cd.svg").read_bytes(), (out / "cd.png").read_bytes()))
     assert files[0] == files[1] == files[2]
+
+
+def _same_files(one: Path, two: Path) -> list[str]:
+    names = sorted(p.relative_to(one).as_posix() for p in one.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(two).as_posix() for p in two.rglob("*")
+                           if p.is_file())
+    return [n for n in names if (one / n).read_bytes() != (two / n).read_bytes()]
+
+
+def test_a_per_case_table_reproduces_the_report(report, recorded, registry, tmp_path):
+    """The report's own per_case.csv, reported alone (the statistics given as options) or
+    with the protocol, gives the same tables to the byte, and the same per-case table."""
+    folder = report.parent
+    alone = run_cli("report", "--per-case", str(folder / "per_case.csv"), "--baseline", "mono",
+                    "--margin", "dice=0.02", "--primary",
+                    "strategy=kd,scenario=t1ce_only,region=WT", "--bootstrap", "200",
+                    "--strategies", "mono,kd,hemis", "--output", str(tmp_path / "alone"),
+                    "--date", "2026-11-29", cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    assert _same_files(folder / "tables", tmp_path / "alone" / "tables") == []
+    assert (folder / "per_case.csv").read_bytes() == \
+        (tmp_path / "alone" / "per_case.csv").read_bytes()
+    with_protocol = write_report(ReportSettings(
+        recorded["protocol"], output=tmp_path / "with", date="2026-11-29",
+        per_case=folder / "per_case.csv"), registry)
+    assert _same_files(folder / "tables", with_protocol.parent / "tables") == []
+    page = (tmp_path / "alone" / "index.html").read_text()
+    assert "the per-case table" in page and "a per-case table names none" in page
+
+
+def test_a_per_case_table_from_elsewhere(tmp_path):
+    """Columns named as ``kdbench evaluate --csv`` plus strategy, n and seed; no scenario or
+    subset: the same analysis, the strategies ordered baseline first."""
+    rng = np.random.default_rng(0)
+    rows = [{"strategy": s, "n": n, "seed": seed, "case": f"c{c}", "region": "WT",
+             "metric": "dice", "value": 0.7 + (0.05 if s == "new" else 0) + rng.normal(0, 0.02)}
+            for s in ("new", "old") for n in (10, 20) for seed in range(4) for c in range(6)]
+    pd.DataFrame(rows).to_csv(tmp_path / "scores.csv", index=False)
+    out = run_cli("report", "--per-case", str(tmp_path / "scores.csv"), "--baseline", "old",
+                  "--margin", "dice=0.02", "--reports-dir", str(tmp_path / "reports"),
+                  "--date", "2026-12-01", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (folder,) = (tmp_path / "reports" / "scores").iterdir()
+    results = json.loads((folder / "results.json").read_text())
+    assert results["strategies"] == ["old", "new"]
+    tests = pd.read_csv(folder / "tables" / "tests.csv")
+    seeds = tests[tests["unit"] == "seed"]
+    assert set(seeds["scenario"]) == {"default"} and set(seeds["subset"]) == {"input"}
+    assert (seeds["seeds"] == 4).all() and seeds["significant"].all()
+    states = pd.read_csv(folder / "tables" / "n_star.csv")
+    assert set(states["state_N10"]) == {"benefit"} and set(states["n_star"]) == {"beyond"}
