@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -44,6 +44,13 @@ def plan(
     augmentation: Annotated[str | None, typer.Option(
         "--augmentation", help="Estimate as if the backbone's augmentation were nnunet (CPU) "
         "or gpu (default: the protocol's).")] = None,
+    power: Annotated[bool, typer.Option(
+        "--power", help="Power planning from --pilot: per N, the smallest gain of the primary "
+        "endpoint the protocol can detect at 80% power, and the seeds and test cases needed "
+        "for its margin.")] = False,
+    pilot: Annotated[Path | None, typer.Option(
+        "--pilot", help="For --power: a report folder or a per-case table to take the "
+        "variance components from.")] = None,
 ) -> None:
     """Expand a protocol into its DAG of Jobs (ids, dependencies, waves).
 
@@ -56,6 +63,12 @@ def plan(
 
     registry = state(ctx).registry()
     result = build_plan(load_protocol(path, registry), registry)
+    if power or pilot is not None:
+        if not (power and pilot is not None):
+            raise KdbenchError("--power needs --pilot DIR|CSV (a report folder or a per-case "
+                               "table), and --pilot needs --power")
+        _power(result, registry, pilot, as_json)
+        return
     cost = None
     pricing = estimate or calibrate or calibration is not None or compile or augmentation
     if not pricing:
@@ -141,3 +154,79 @@ def print_estimate(cost: Estimate) -> None:
                   f"{calibration.step_ms['kd']:.1f} ms{where}")
     for assumption in cost.assumptions:
         console.print(f"  - {assumption}")
+
+
+def _power(result: Plan, registry: Any, pilot_path: Path, as_json: bool) -> None:
+    """Print the power table of the protocol's primary endpoint from a pilot."""
+    from kdbench.calibration import load_calibration
+    from kdbench.errors import KdbenchError
+    from kdbench.estimate import count_test_cases
+    from kdbench.estimate import estimate as estimate_plan
+    from kdbench.report.power import plan_power, read_pilot
+
+    protocol = result.protocol
+    stats = protocol.statistics
+    if stats.primary is None or stats.baseline is None:
+        raise KdbenchError(f"--power plans for the primary endpoint: set statistics.baseline "
+                           f"and statistics.primary in {protocol.name!r}")
+    primary = stats.primary
+    direction = getattr(registry.metrics.get(primary.metric), "higher_is_better", True) \
+        if primary.metric in registry.metrics else True
+    pilot = read_pilot(pilot_path, strategy=primary.strategy, baseline=stats.baseline,
+                       region=primary.region, metric=primary.metric,
+                       scenario=primary.scenario, higher_is_better=bool(direction))
+    cost = estimate_plan(result, registry, load_calibration(None))
+    first = protocol.seeds[0]
+    hours = {n: sum(c.total_h for c, job in zip(cost.jobs, result.jobs, strict=True)
+                    if job.n == n and job.seed == first) for n in protocol.training_sizes}
+    margin = stats.margin.get(primary.metric)
+    table = plan_power(pilot, list(protocol.training_sizes), len(protocol.seeds),
+                       count_test_cases(result), stats.alpha, margin, hours)
+    if as_json:
+        print_json({"pilot": pilot.source, "endpoint": pilot.endpoint,
+                    "pilot_sizes": sorted(pilot.per_n), "alpha": stats.alpha, "power": 0.8,
+                    "rows": json_rows(table)})
+        return
+    grid = Table(title=f"Power of {protocol.name}: {pilot.endpoint}, α = {stats.alpha}, "
+                       f"80% power")
+    columns = ["N", "seeds", "cases", "sd run / case / res", "detectable gain"]
+    if margin is not None:
+        columns += [f"seeds for δ={margin:g}", "cases for δ", "seeds to show faded",
+                    "GPU-h for δ"]
+    for column in columns:
+        grid.add_column(column, justify="right")
+    for row in table.to_dict(orient="records"):
+        cells = [f"{row['N']}{'*' if row['extrapolated'] else ''}", str(row["seeds"]),
+                 str(row["cases"]),
+                 f"{row['sd_run']:.4f} / {row['sd_case']:.4f} / {row['sd_residual']:.4f}",
+                 f"{row['detectable']:.4f}"]
+        if margin is not None:
+            cells += [_count(row["seeds_for_delta"]), _count(row["cases_for_delta"]),
+                      _count(row["seeds_to_show_faded"]),
+                      f"{row['gpu_h_for_delta']:.1f}" if row.get("gpu_h_for_delta") == row.get(
+                          "gpu_h_for_delta") and row.get("gpu_h_for_delta") is not None
+                      else "-"]
+        grid.add_row(*cells)
+    console.print(grid)
+    few = sorted(n for n, k in pilot.seeds.items() if k < 3)
+    if few:
+        console.print(f"[yellow]the pilot has fewer than 3 seeds at N = "
+                      f"{', '.join(map(str, few))}: its run variance there rests on one degree "
+                      "of freedom; plan with care[/]")
+    console.print(f"pilot: {pilot.source} (N = {', '.join(map(str, sorted(pilot.per_n)))}); "
+                  "* outside the pilot's N: its run variance held at the nearest pilot N's; "
+                  "'-': more than 200 seeds, or no number of test cases suffices (the run "
+                  "variance alone); GPU-h: the seeds for δ at that N, every strategy, on the "
+                  "shipped H100 calibration (docs/reports.md, power planning)")
+
+
+def _count(value: Any) -> str:
+    return "-" if value is None or value != value else str(int(value))
+
+
+def json_rows(table: Any) -> list[dict[str, Any]]:
+    """Records with NaN as ``None``."""
+    import math
+
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+             for k, v in row.items()} for row in table.to_dict(orient="records")]

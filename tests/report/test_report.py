@@ -423,3 +423,15 @@ def test_a_per_case_table_from_elsewhere(tmp_path):
     assert (seeds["seeds"] == 4).all() and seeds["significant"].all()
     states = pd.read_csv(folder / "tables" / "n_star.csv")
     assert set(states["state_N10"]) == {"benefit"} and set(states["n_star"]) == {"beyond"}
+
+
+def test_power_planning_from_a_report_folder(report):
+    """`kdbench plan P --power --pilot <report folder>`: the detectable gain per N and the
+    seeds and cases for δ, from the report's per-case table."""
+    out = run_cli("plan", "protocols/brats2021_learning_curve.yaml", "--power", "--pilot",
+                  str(report.parent), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["pilot_sizes"] == [4, 8, 16] and result["pilot"].endswith("per_case.csv")
+    assert all(r["detectable"] > 0 and "seeds_for_delta" in r and "cases_for_delta" in r
+               for r in result["rows"])
