@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from kdbench.report.benefit import Benefit, benefit_vs_n
+from kdbench.report.curves import gain_curve, paired_grids
 from kdbench.report.run_level import FEW_SEEDS, fixed_sequence, gain_grid, run_level
 from kdbench.report.statistics import (
     Friedman,
@@ -257,4 +258,9 @@ def _benefits(data: pd.DataFrame, settings: Settings, strategies: list[str]
             out[key] = benefit_vs_n(grids, margin=settings.margin.get(metric),
                                     alpha=settings.alpha, resamples=settings.resamples,
                                     rng=rng_for("benefit", *key))
+            out[key].curve = gain_curve(paired_grids(group, strategy, settings.baseline),
+                                        higher_is_better=higher,
+                                        margin=settings.margin.get(metric),
+                                        resamples=settings.resamples,
+                                        rng=rng_for("curve", *key))
     return out

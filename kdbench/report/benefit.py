@@ -24,6 +24,7 @@ Every statistic treats the training runs (seeds) as the replicates
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,6 +53,8 @@ class Benefit:
         n_star_shares: bootstrap share of each N*_δ label; ``n_star_interval`` its 95% range.
         trend: the slope per doubling of N (``None`` with one N or too few runs:
             :attr:`trend_note` says which).
+        curve: the gain as the difference of two fitted learning curves, with where it enters
+            the margin (:mod:`kdbench.report.curves`).
     """
 
     per_n: pd.DataFrame
@@ -60,6 +63,7 @@ class Benefit:
     trend: Trend | None
     n_star_shares: dict[str, float] = field(default_factory=dict)
     n_star_interval: tuple[str, str] = ("", "")
+    curve: Any = None  # the fitted gain curve (kdbench.report.curves.GainCurve)
 
     @property
     def trend_note(self) -> str:

@@ -267,15 +267,18 @@ def _flat_tables(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
                   "rank": r["ranking"][s], "share_first": r["first"][s],
                   **{f"share_rank_{k}": v for k, v in r["rank_shares"][s].items()}}
                  for r in results["rank_stability"] for s in r["ranking"]]
-    n_star = [{k: v for k, v in r.items() if k not in ("per_n", "n_star_bootstrap_shares")}
+    n_star = [{k: v for k, v in r.items()
+               if k not in ("per_n", "n_star_bootstrap_shares", "curve")}
               | {f"state_N{row['N']}": row.get("state") for row in r["per_n"]}
               | {f"n_star_share_{k}": v for k, v in r["n_star_bootstrap_shares"].items()}
               for r in results["benefit"]]
-    per_n = [{k: r[k] for k in ("scenario", "subset", "strategy", "region", "metric", "delta")}
-             | row for r in results["benefit"] for row in r["per_n"]]
+    keys = ("scenario", "subset", "strategy", "region", "metric", "delta")
+    per_n = [{k: r[k] for k in keys} | row for r in results["benefit"] for row in r["per_n"]]
+    curves = [{k: r[k] for k in keys} | row for r in results["benefit"] for row in r["curve"]]
     tables = {"summary": results["summary"], "tests": results["tests"],
               "case_tests": results["case_tests"], "friedman": friedman,
-              "rank_stability": stability, "n_star": n_star, "benefit_per_n": per_n}
+              "rank_stability": stability, "n_star": n_star, "benefit_per_n": per_n,
+              "gain_curves": curves}
     if results["tuning"]:
         tables["tuning"] = [{k: v for k, v in r.items() if k != "best_params"}
                             | {f"best_{k}": v for k, v in r["best_params"].items()}
@@ -367,7 +370,19 @@ def _benefit_json(key: tuple[str, ...], result: Any, baseline: str | None) -> di
         "n_star_low": result.n_star_interval[0] or None,
         "n_star_high": result.n_star_interval[1] or None,
         "n_star_bootstrap_shares": result.n_star_shares,
+        **_curve_json(result.curve),
         "per_n": result.per_n.to_dict(orient="records")}
+
+
+def _curve_json(curve: Any) -> dict[str, Any]:
+    """The fitted gain curve's crossing of the margin (and its points, as ``curve``)."""
+    if curve is None:
+        return {"curve_note": "not fitted", "curve_crossing": None, "curve_crossing_low": None,
+                "curve_crossing_high": None, "curve_crossing_extrapolated": False, "curve": []}
+    return {"curve_note": curve.note, "curve_crossing": curve.crossing,
+            "curve_crossing_low": curve.crossing_low, "curve_crossing_high": curve.crossing_high,
+            "curve_crossing_extrapolated": curve.crossing_extrapolated,
+            "curve": curve.curve.to_dict(orient="records")}
 
 
 #: The columns of ``tables/tests.csv``: one row per test, seed-level (primary analysis) and

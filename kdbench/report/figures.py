@@ -138,7 +138,17 @@ def gain_curves(analysis: Analysis, scenario: str, subset: str, metric: str = "d
                               finite["gain_high"] - finite["gain"]],
                         fmt="o", color=colour[strategy], capsize=2, markersize=3.5,
                         label=f"{strategy} (N*δ {result.n_star_label()})")
-            ax.plot(per_n["N"], per_n["gain"], "-", color=colour[strategy], linewidth=0.8)
+            curve = result.curve.curve if result.curve is not None else None
+            if curve is not None and not curve.empty:
+                measured = curve[~curve["extrapolated"]]
+                beyond = curve[curve["N"] >= measured["N"].max()]
+                ax.plot(measured["N"], measured["gain"], "-", color=colour[strategy],
+                        linewidth=1)
+                ax.plot(beyond["N"], beyond["gain"], "--", color=colour[strategy],
+                        linewidth=1)
+                ax.fill_between(curve["N"], curve["low"], curve["high"],
+                                color=colour[strategy], alpha=0.12, linewidth=0)
+                sizes = sorted(set(sizes) | {int(curve["N"].max())})
             if isinstance(result.n_star, int) and result.n_star > min(sizes):
                 ax.axvline(result.n_star, color=colour[strategy], linestyle=":", linewidth=1)
         _log_axis(ax, sizes)
@@ -147,9 +157,10 @@ def gain_curves(analysis: Analysis, scenario: str, subset: str, metric: str = "d
                           f"{analysis.settings.baseline}")
     for ax in axes[0]:
         ax.legend(loc="best", fontsize=7)
-    shaded = f", shaded: ±δ = {margin:g}" if margin is not None else ""
+    shaded = f", grey: ±δ = {margin:g}" if margin is not None else ""
     fig.suptitle(f"Gain over {analysis.settings.baseline} vs N — {subset} ({scenario}); "
-                 f"bars: 95% CI, seeds as replicates{shaded}", fontsize=9)
+                 f"bars: 95% CI, seeds as replicates; line: fitted learning curves' "
+                 f"difference, dashed where extrapolated{shaded}", fontsize=8)
     return fig
 
 
