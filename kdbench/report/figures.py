@@ -118,7 +118,7 @@ def gain_curves(analysis: Analysis, scenario: str, subset: str, metric: str = "d
     colour = colours(analysis.strategies)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(regions), figsize=(3.3 * len(regions), 3.0), sharey=True,
+    fig, axes = plt.subplots(1, len(regions), figsize=(4.2 * len(regions), 3.4), sharey=True,
                              squeeze=False, layout="constrained")
     margin = analysis.settings.margin.get(metric)
     for ax, region in zip(axes[0], regions, strict=True):
@@ -140,6 +140,8 @@ def gain_curves(analysis: Analysis, scenario: str, subset: str, metric: str = "d
                         label=f"{strategy} (N*δ {result.n_star_label()})")
             curve = result.curve.curve if result.curve is not None else None
             if curve is not None and not curve.empty:
+                # drawn to twice the largest N: far extrapolations only squeeze the data
+                curve = curve[curve["N"] <= 2 * result.curve.largest]
                 measured = curve[~curve["extrapolated"]]
                 beyond = curve[curve["N"] >= measured["N"].max()]
                 ax.plot(measured["N"], measured["gain"], "-", color=colour[strategy],
@@ -148,7 +150,6 @@ def gain_curves(analysis: Analysis, scenario: str, subset: str, metric: str = "d
                         linewidth=1)
                 ax.fill_between(curve["N"], curve["low"], curve["high"],
                                 color=colour[strategy], alpha=0.12, linewidth=0)
-                sizes = sorted(set(sizes) | {int(curve["N"].max())})
             if isinstance(result.n_star, int) and result.n_star > min(sizes):
                 ax.axvline(result.n_star, color=colour[strategy], linestyle=":", linewidth=1)
         _log_axis(ax, sizes)
@@ -158,9 +159,10 @@ def gain_curves(analysis: Analysis, scenario: str, subset: str, metric: str = "d
     for ax in axes[0]:
         ax.legend(loc="best", fontsize=7)
     shaded = f", grey: ±δ = {margin:g}" if margin is not None else ""
-    fig.suptitle(f"Gain over {analysis.settings.baseline} vs N — {subset} ({scenario}); "
-                 f"bars: 95% CI, seeds as replicates; line: fitted learning curves' "
-                 f"difference, dashed where extrapolated{shaded}", fontsize=8)
+    title = (f"Gain over {analysis.settings.baseline} vs N — {subset} ({scenario}); bars: 95% "
+             f"CI, seeds as replicates; line: fitted learning curves' difference, dashed where "
+             f"extrapolated{shaded}")
+    fig.suptitle("\n".join(textwrap.wrap(title, 60 * len(regions))), fontsize=8)
     return fig
 
 
