@@ -31,6 +31,7 @@ import pandas as pd
 
 from kdbench.report.run_level import (
     BEYOND,
+    FEW_SEEDS,
     Trend,
     bootstrap_n_star,
     n_star,
@@ -110,8 +111,13 @@ def benefit_vs_n(grids: dict[int, pd.DataFrame], *, margin: float | None, alpha:
     slope = trend(arrays)
     if margin is None or not sizes or not len(next(iter(grids.values()))):
         return Benefit(per_n, margin, None, slope)
+    star = n_star(states, sizes)
+    if all(grids[n].shape[1] < FEW_SEEDS for n in sizes):
+        # too few seeds anywhere: every state is undetermined in every resample too
+        label = n_star_label(star, sizes)
+        return Benefit(per_n, margin, star, slope, {label: 1.0}, (label, label))
     shares, interval = bootstrap_n_star(arrays, margin, alpha, resamples, rng)
-    return Benefit(per_n, margin, n_star(states, sizes), slope, shares, interval)
+    return Benefit(per_n, margin, star, slope, shares, interval)
 
 
 __all__ = ["BEYOND", "Benefit", "benefit_vs_n", "common_cases"]
