@@ -44,6 +44,12 @@ demo: install
 	$(VENV)/bin/kdbench plan protocols/demo.yaml
 	$(VENV)/bin/kdbench run protocols/demo.yaml --executor local --jobs 2
 	$(VENV)/bin/kdbench report protocols/demo.yaml
+	@# the report is reproducible from its own per-case table: the same tables, to the byte
+	@latest=$$(ls -td reports/demo/20*/ | head -1); again=$$(mktemp -d); \
+	$(VENV)/bin/kdbench report protocols/demo.yaml --per-case $${latest}per_case.csv \
+	  --output $$again/report > /dev/null && diff -r $${latest}tables $$again/report/tables && \
+	  echo "report reproduced from $${latest}per_case.csv: tables identical"; \
+	status=$$?; rm -rf $$again; exit $$status
 
 # The default suite in TEST_WORKERS processes (pytest-xdist; each test file stays in one
 # process, so module fixtures are made once); the 30 slowest tests are listed at the end.
