@@ -52,3 +52,17 @@ def state(ctx: typer.Context) -> State:
 def print_json(obj: Any) -> None:
     """JSON on stdout, unwrapped (rich would wrap long lines)."""
     typer.echo(json.dumps(obj, indent=2, sort_keys=False))
+
+
+def key_values(option: str, text: str, example: str = "a=1,b=2") -> dict[str, str]:
+    """``a=1,b=2`` -> ``{"a": "1", "b": "2"}`` (a usage error naming ``option`` otherwise)."""
+    from kdbench.errors import KdbenchError
+
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise KdbenchError(f"{option} {text!r}: expected key=value pairs separated by "
+                               f"commas, e.g. {option} {example}")
+        out[key.strip()] = value.strip()
+    return out

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kdbench.cli.common import console, err_console, esc, state
+from kdbench.cli.common import console, err_console, esc, key_values, state
 from kdbench.errors import KdbenchError
 
 NIFTI: tuple[str, ...] = (".nii.gz", ".nii")
@@ -155,6 +155,11 @@ def evaluate(
         Path | None, typer.Option("--csv", help="Write the per-case table (case, region, "
                                   "metric, value) to this CSV file.")
     ] = None,
+    tag: Annotated[
+        str | None, typer.Option("--tag", help="Columns added to every row of --csv, e.g. "
+                                 "strategy=kd,n=100,seed=0: the columns `kdbench report "
+                                 "--per-case` needs.")
+    ] = None,
     allow_missing: Annotated[
         bool, typer.Option("--allow-missing", help="Score a reference without prediction as "
                            "an empty prediction (BraTS convention) and skip predictions without "
@@ -171,6 +176,7 @@ def evaluate(
     from kdbench.metrics.scoring import describe_metrics, metric_classes, score_files, summarize
     from kdbench.metrics.surface import DEVICE_ENV, resolve_device
 
+    tags = key_values("--tag", tag, "strategy=kd,n=100,seed=0") if tag is not None else {}
     check_convention(labels)
     if pred_labels is not None:
         check_convention(pred_labels)
@@ -209,7 +215,10 @@ def evaluate(
         console.print(f"[bold]{name}[/]: {info['definition']}", soft_wrap=True)
     if csv_out is not None:
         csv_out.parent.mkdir(parents=True, exist_ok=True)
-        per_case.to_csv(csv_out, index=False)
+        tagged = per_case.copy()
+        for i, (column, value) in enumerate(tags.items()):
+            tagged.insert(i, column, value)
+        tagged.to_csv(csv_out, index=False)
         console.print(f"[green]ok[/] per-case table written to {esc(csv_out)}")
     if json_out is not None:
         payload = {

@@ -8,22 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from kdbench.cli.common import console, esc, state
+from kdbench.cli.common import console, esc, key_values, state
 from kdbench.cli.run import DataDir, RunsDir, Storage, TrackingUri
-
-
-def _pairs(option: str, text: str) -> dict[str, str]:
-    """``a=1,b=2`` -> ``{"a": "1", "b": "2"}`` (a usage error naming ``option`` otherwise)."""
-    from kdbench.errors import KdbenchError
-
-    out: dict[str, str] = {}
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise KdbenchError(f"{option} {text!r}: expected key=value pairs separated by "
-                               f"commas, e.g. {option} dice=0.02,hd95=2")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def report(
@@ -88,12 +74,14 @@ def report(
             statistics[key] = value
     if margin is not None:
         try:
-            statistics["margin"] = {k: float(v) for k, v in _pairs("--margin", margin).items()}
+            given = key_values("--margin", margin, "dice=0.02,hd95=2")
+            statistics["margin"] = {k: float(v) for k, v in given.items()}
         except ValueError:
             raise KdbenchError(f"--margin {margin!r}: each margin is a number, e.g. "
                                "--margin dice=0.02,hd95=2") from None
     if primary is not None:
-        statistics["primary"] = _pairs("--primary", primary)
+        statistics["primary"] = key_values("--primary", primary,
+                                           "strategy=kd,scenario=t1ce_only,region=WT")
     if protocol is None and per_case is None:
         raise KdbenchError("give a protocol file, a per-case table (--per-case FILE.csv), or "
                            "both")

@@ -76,8 +76,8 @@ def read_per_case(path: Path) -> pd.DataFrame:
         raise KdbenchError(
             f"{path}: missing column(s) {', '.join(missing)}; a per-case table has the columns "
             f"{', '.join(c if c != 'N' else 'n (or N)' for c in REQUIRED)} and optionally "
-            f"scenario, subset (e.g. the per_case.csv of a report, or `kdbench evaluate --csv` "
-            f"with strategy, n and seed columns added)")
+            f"scenario, subset (e.g. the per_case.csv of a report, or `kdbench evaluate --csv "
+            f"FILE --tag strategy=S,n=N,seed=K`)")
     if table.empty:
         raise KdbenchError(f"{path}: the table has a header and no row")
     for column, default in (("scenario", DEFAULT_SCENARIO), ("subset", DEFAULT_SUBSET)):

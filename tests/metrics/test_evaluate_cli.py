@@ -134,3 +134,29 @@ def test_wrong_convention_is_a_clear_error(folders):
     assert isinstance(result.exception, KdbenchError)
     assert "label values 4 are not in the brats2023 convention" in str(result.exception)
     assert "fit brats2021" in str(result.exception)
+
+
+def test_tagged_scores_of_two_tools_go_to_report_per_case(folders, tmp_path):
+    """`evaluate --csv --tag strategy=...,n=...,seed=...` writes rows that `report --per-case`
+    reads: another tool's predictions get the same statistics."""
+    pred, ref = folders
+    tables = []
+    for strategy in ("mine", "theirs"):
+        for seed in (0, 1, 2):
+            path = tmp_path / f"{strategy}{seed}.csv"
+            out = run_cli("evaluate", "--pred", str(pred), "--ref", str(ref), "--metrics",
+                          "dice", "--csv", str(path), "--tag",
+                          f"strategy={strategy},n=10,seed={seed}")
+            assert out.returncode == 0, out.stderr
+            tables.append(path.read_text().splitlines())
+    header = tables[0][0]
+    assert header == "strategy,n,seed,case,region,metric,value"
+    (tmp_path / "all.csv").write_text("\n".join([header] + [r for t in tables for r in t[1:]])
+                                      + "\n")
+    out = run_cli("report", "--per-case", str(tmp_path / "all.csv"), "--baseline", "theirs",
+                  "--output", str(tmp_path / "report"), "--date", "2026-12-04")
+    assert out.returncode == 0, out.stderr
+    tests = (tmp_path / "report" / "tables" / "tests.csv").read_text()
+    assert "mine,theirs,seed,3,3" in tests  # identical predictions: a zero gain, 3 seeds
+    bad = run_cli("evaluate", "--pred", str(pred), "--ref", str(ref), "--tag", "strategy")
+    assert bad.returncode == 2 and "--tag 'strategy': expected key=value pairs" in bad.stderr
