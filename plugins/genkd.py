@@ -105,7 +105,7 @@ class GenerativeKD(Strategy):
     """Distillation through a generator: bridged teacher, Monte Carlo targets, augmentation."""
 
     name = "genkd"
-    version = "2"  # 2: the KL to probabilities through torch's BCE (no 1e-6 clamp)
+    version = "3"  # 3: kd's λ default 0.075; 2: the KL to probabilities through torch's BCE
     requires = ("teacher", "generator")
     default_teacher = "multi"
     default_generator = "unet_generator"

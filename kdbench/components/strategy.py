@@ -151,16 +151,36 @@ class TrainingStep:
         return self.context.supervised_loss(self.outputs if outputs is None else outputs,
                                             self.batch.target)
 
+    def teacher_at_student_scales(self) -> list[Tensor]:
+        """:attr:`teacher_outputs`, one per student output: a teacher with fewer outputs than
+        the student (one, as a foundation model) has its full-resolution logits
+        area-downsampled to each missing scale's shape, so that every deep-supervision term
+        has a target and the distillation's strength does not depend on the teacher's
+        architecture."""
+        import torch.nn.functional as F
+
+        teacher = self.teacher_outputs
+        student = _as_list(self.outputs)
+        out = list(teacher[:len(student)])
+        for s in student[len(out):]:
+            out.append(F.interpolate(teacher[0], size=tuple(s.shape[2:]), mode="area"))
+        return out
+
     def deep_supervision_sum(self, term: Callable[..., Any], *others: Any,
-                             outputs: Any = None) -> Any:
+                             outputs: Any = None, renormalise: bool = False) -> Any:
         """``sum_k w_k * term(outputs[k], others[0][k], ...)`` over the deep-supervision
         outputs (:attr:`outputs` unless ``outputs`` is given), with the backbone's weights
         ``context.deep_supervision_weights`` (``(1,)`` when none). Scales of weight 0
-        (nnU-Net's lowest) are skipped; the shortest of the sequences ends the sum."""
+        (nnU-Net's lowest) are skipped; the shortest of the sequences ends the sum. With
+        ``renormalise`` the sum is divided by the weights actually used, so that a sum cut
+        short (a model with fewer outputs) keeps the strength of the full one."""
         weights = self.context.deep_supervision_weights or (1.0,)
         student = _as_list(self.outputs if outputs is None else outputs)
-        return sum(w * term(*args)
-                   for w, *args in zip(weights, student, *others, strict=False) if w > 0)
+        used = [(w, args) for w, *args in zip(weights, student, *others, strict=False) if w > 0]
+        total = sum(w * term(*args) for w, args in used)
+        if renormalise and used:
+            total = total / sum(w for w, _ in used)
+        return total
 
 
 class Strategy(Component):

@@ -123,7 +123,9 @@ def test_bridged_teacher_reads_generator_completed_input():
     expected = _kl(student, Teacher()(completed), 2.0)
     assert float(terms["distill_bridged"]) == pytest.approx(float(expected), rel=1e-5)
     assert "distill_real" not in terms
-    assert float(terms["loss"]) == pytest.approx(0.3 + 0.025 * float(expected), rel=1e-5)
+    lam = strategy.hparams["kd_weight"]  # kd's default, ProtoKD's strength
+    assert lam == 0.075
+    assert float(terms["loss"]) == pytest.approx(0.3 + lam * float(expected), rel=1e-5)
     terms["loss"].backward()
     assert teacher.weight.grad is None and student[0].grad.abs().sum() > 0
 
