@@ -245,7 +245,10 @@ def test_training_loss_is_the_plain_full_resolution_loss():
     assert float(got) == pytest.approx(float(loss(logits, targets[0])), rel=1e-6)
 
 
-def test_kd_distils_from_the_full_resolution_output(tmp_path):
+def test_kd_distils_a_one_output_teacher_at_every_student_scale(tmp_path):
+    """A foundation teacher has one output: its full-resolution logits, area-downsampled, are
+    the targets of the student's lower scales (kd v3; before, only the full-resolution term
+    counted, at its weight)."""
     torch.save(_reference().state_dict(), tmp_path / "w.pt")
     teacher = _build(checkpoint=str(tmp_path / "w.pt"), network_kwargs=json.dumps(TINY)).eval()
     torch.manual_seed(0)
@@ -259,7 +262,9 @@ def test_kd_distils_from_the_full_resolution_output(tmp_path):
         privileged[:, 1:2], privileged, None, MODALITIES), context))
     with torch.no_grad():
         (reference,) = teacher(privileged)
-    expected = weights[0] * binary_kl(student[0], reference, 10.0)
+    lower = torch.nn.functional.interpolate(reference, size=(8, 8, 8), mode="area")
+    expected = (weights[0] * binary_kl(student[0], reference, 10.0)
+                + weights[1] * binary_kl(student[1], lower, 10.0)) / sum(weights)
     assert float(terms["distillation"]) == pytest.approx(float(expected), rel=1e-6)
 
 
