@@ -89,14 +89,15 @@ def _ids(plan) -> dict[str, set[str]]:
 
 def test_bumping_a_version_changes_only_its_jobs(registry, tmp_path):
     base = _ids(_plan(registry))
-    mono2 = _ids(_plan(_with_version(tmp_path, "mono", "Mono", "2")))
+    # "bumped": a version none of the built-in strategies has ever had
+    mono2 = _ids(_plan(_with_version(tmp_path, "mono", "Mono", "bumped")))
     assert mono2["mono"].isdisjoint(base["mono"])
     assert mono2["multi"] == base["multi"] and mono2["kd"] == base["kd"]
-    kd2 = _ids(_plan(_with_version(tmp_path, "kd", "KnowledgeDistillation", "3")))
+    kd2 = _ids(_plan(_with_version(tmp_path, "kd", "KnowledgeDistillation", "bumped")))
     assert kd2["kd"].isdisjoint(base["kd"])
     assert kd2["mono"] == base["mono"] and kd2["multi"] == base["multi"]
     # a teacher's version also changes its students' ids (they depend on its result)
-    multi2 = _ids(_plan(_with_version(tmp_path, "multi", "Multi", "2")))
+    multi2 = _ids(_plan(_with_version(tmp_path, "multi", "Multi", "bumped")))
     assert multi2["multi"].isdisjoint(base["multi"]) and multi2["kd"].isdisjoint(base["kd"])
     assert multi2["mono"] == base["mono"]
 
