@@ -38,7 +38,7 @@ from kdbench.components.requests import (
     TrainRequest,
     TrainResult,
 )
-from kdbench.components.strategy import BuildContext, StepBatch, TrainingStep
+from kdbench.components.strategy import BuildContext, SettingsContext, StepBatch, TrainingStep
 from kdbench.errors import KdbenchError, PluginError, ProtocolError
 from kdbench.hookspecs import hookimpl
 from kdbench.types import Budget, EpochReport, Job, JobSpec, Modalities, ModalityUse, Plan
@@ -76,6 +76,7 @@ __all__ = [
     "Release",
     "ReportSection",
     "Reporter",
+    "SettingsContext",
     "StepBatch",
     "Strategy",
     "SynthesisRequest",

@@ -73,7 +73,7 @@ def count_test_cases(plan: Plan) -> int:
     cases = plan.protocol.dataset.options.get("cases")
     if isinstance(cases, int) and cases > 0:
         return max(1, round(cases * fraction))
-    pool = max(plan.protocol.training_sizes) / (1 - split.validation_fraction)
+    pool = max(plan.protocol.subset_sizes) / (1 - split.validation_fraction)
     return max(1, round(pool * fraction / (1 - fraction)))
 
 

@@ -90,32 +90,36 @@ class _Builder:
         hparams = (
             self._tuned(n) if spec.hparams == "tuned" else cls.resolve_hparams(spec.hparams)
         )
-        given = {"teacher": (spec.teacher, spec.teacher_hparams),
-                 "generator": (spec.generator, spec.generator_hparams)}
+        given = {"teacher": (spec.teacher_name, spec.teacher_hparams, spec.teacher_n),
+                 "generator": (spec.generator, spec.generator_hparams, None)}
         for plan in cls.modality_uses(scenario.training, scenario.subsets()):
             deps = self._dependencies(cls, given, scenario, plan, n, seed, where)
             self.add(cls, hparams, n, seed, plan, deps, where)
 
-    def _dependencies(self, cls: Any, given: dict[str, tuple[str | None, dict[str, Any]]],
+    def _dependencies(self, cls: Any, given: dict[str, tuple[str | None, dict[str, Any],
+                                                             int | None]],
                       scenario: ScenarioSpec, plan: ModalityUse, n: int, seed: int, where: Role
                       ) -> dict[str, str]:
         """The Jobs ``cls`` (a strategy, or a teacher that is itself built from others) needs
-        for one of its plans: its teacher, then its generator. A generator is scored with the
-        teacher when that teacher reads every training modality by itself, else with the
-        generator's own ``scoring_teacher``."""
+        for one of its plans: its teacher, then its generator. A teacher with a fixed training
+        size is the Job of that size for the seed, whatever the student's N (its own
+        dependencies follow it). A generator is scored with the teacher when that teacher reads
+        every training modality by itself, else with the generator's own
+        ``scoring_teacher``."""
         subset = plan.evaluate[0] if len(plan.evaluate) == 1 else None
         deps: dict[str, str] = {}
         requires = getattr(cls, "requires", ())  # a plain Teacher declares none
         if "teacher" in requires:
-            name, overrides = given.get("teacher", (None, {}))
+            name, overrides, fixed_n = given.get("teacher", (None, {}, None))
             teacher = self.registry.teachers.get(name or cls.default_teacher)
             dep_plan = teacher.teacher_use(scenario.training, subset)
             role = where.of("teacher")
+            n_teacher = fixed_n or n
             deps["teacher"] = self.add(
-                teacher, teacher.resolve_hparams(overrides), n, seed, dep_plan,
-                self._dependencies(teacher, {}, scenario, dep_plan, n, seed, role), role)
+                teacher, teacher.resolve_hparams(overrides), n_teacher, seed, dep_plan,
+                self._dependencies(teacher, {}, scenario, dep_plan, n_teacher, seed, role), role)
         if "generator" in requires:
-            name, overrides = given.get("generator", (None, {}))
+            name, overrides, _ = given.get("generator", (None, {}, None))
             generator = self.registry.generators.get(name or cls.default_generator)
             if subset is None:
                 raise ValueError(f"{where.label} @ {where.scenario}: a strategy with a "
@@ -123,7 +127,8 @@ class _Builder:
                                  f"per available subset, got {len(plan.evaluate)} in one Job")
             role = where.of("generator")
             scorer = deps.get("teacher")
-            if scorer is None or self.jobs[scorer].modalities.evaluate != (scenario.training,):
+            if scorer is None or self.jobs[scorer].n != n or \
+                    self.jobs[scorer].modalities.evaluate != (scenario.training,):
                 scorer_cls = self.registry.teachers.get(generator.scoring_teacher)
                 scorer = self.add(scorer_cls, scorer_cls.resolve_hparams({}), n, seed,
                                   scorer_cls.teacher_use(scenario.training), {},

@@ -28,7 +28,7 @@ from __future__ import annotations
 from itertools import repeat
 from typing import Any, Literal
 
-from kdbench import BuildContext, Strategy, TrainingStep, hookimpl, hparam
+from kdbench import BuildContext, SettingsContext, Strategy, TrainingStep, hookimpl, hparam
 from kdbench_plugins.kd import DistillationParams, binary_kl_to
 
 
@@ -126,6 +126,29 @@ class GenerativeKD(Strategy):
                 "itself (a bridged teacher such as `synthesis`): set teacher_input: real (the "
                 "teacher's own input)")
         return model
+
+    @classmethod
+    def check_settings(cls, hparams: Any, context: SettingsContext
+                       ) -> list[tuple[tuple[str, ...], str]]:
+        """Monte Carlo targets need a generator that samples; generative augmentation needs
+        unlabelled cases left outside the largest training subset."""
+        problems = []
+        samples = int(hparams["mc_samples"])
+        generator, generator_hparams = context.dependencies.get("generator", (None, {}))
+        if samples > 1 and hparams["teacher_input"] != "real" and generator is not None \
+                and not generator.can_sample(generator_hparams):
+            problems.append((("hparams", "mc_samples"),
+                f"mc_samples = {samples} averages generator samples, but generator "
+                f"{generator.name!r} cannot sample with these settings (e.g. dropout 0): every "
+                "sample would be its point estimate. Set mc_samples: 1, or give the generator "
+                "noise (generator_hparams: {dropout: 0.1})"))
+        wanted = int(hparams["unlabelled_cases"])
+        if context.unlabelled_pool is not None and wanted > context.unlabelled_pool:
+            problems.append((("hparams", "unlabelled_cases"),
+                f"unlabelled_cases = {wanted}, but only {context.unlabelled_pool} cases lie "
+                f"outside the test set and the largest training subset "
+                f"({context.pool_arithmetic}); lower it, lower the largest N, or add cases"))
+        return problems
 
     def unlabelled_cases(self, pool: tuple[str, ...]) -> tuple[str, ...]:
         """The first ``unlabelled_cases`` of the pool (an error when it has fewer)."""

@@ -71,6 +71,26 @@ def latent_kl(student: Any, teacher: Any) -> Any:
     return pointwise.sum(dim=1).mean()
 
 
+def _adapter(student: Any, teacher: Any) -> Any:
+    """A 1x1x1 convolution from the student's bottleneck channels to the teacher's
+    (nnU-Net's encoders list their stages' channels in ``output_channels``), initialised to
+    the identity where the counts agree."""
+    import torch
+
+    def channels(network: Any) -> int:
+        listed = getattr(network.encoder, "output_channels", None)
+        return int(listed[-1] if listed is not None else network.encoder.out_channels)
+
+    ins, outs = channels(student), channels(teacher)
+    adapter = getattr(student.encoder, "conv_op", torch.nn.Conv3d)(ins, outs, 1)
+    with torch.no_grad():
+        adapter.weight.zero_()
+        adapter.bias.zero_()
+        for i in range(min(ins, outs)):
+            adapter.weight[(i, i, *([0] * (adapter.weight.dim() - 2)))] = 1.0
+    return adapter.to(next(student.parameters()).device)
+
+
 class DistillationParams(HParams):
     """The distillation term's hyper-parameters (shared with ``genkd``)."""
 
@@ -111,7 +131,7 @@ class KnowledgeDistillation(Strategy):
     """Student on the available modalities, distilled from a multi-modal teacher."""
 
     name = "kd"
-    version = "3"  # 3: λ 0.075 (the 3-region mean), DS renormalised; 2: λ 0.025, latent per voxel
+    version = "4"  # 4: latent adapter; 3: λ 0.075 (the 3-region mean), DS renormalised
     requires = ("teacher",)
     default_teacher = "multi"
     Params = KDParams
@@ -128,6 +148,9 @@ class KnowledgeDistillation(Strategy):
                     "latent_weight: 0 with this teacher")
             for role, network in (("student", model), ("teacher", context.teacher)):
                 network.encoder.register_forward_hook(self._keeper(role))
+            # the two bottlenecks' channels are in no common order (two networks trained
+            # apart): a 1x1x1 adapter on the student's side, trained with it, maps them
+            model.kd_latent_adapter = _adapter(model, context.teacher or model)
         return model
 
     def _keeper(self, role: str) -> Any:
@@ -146,7 +169,9 @@ class KnowledgeDistillation(Strategy):
         terms = {"supervised": supervised, "distillation": distillation}
         loss = supervised + self.hparams["kd_weight"] * distillation
         if self.hparams["latent_weight"] > 0:
-            latent = self._latent(self._bottlenecks["student"],
+            student = self._bottlenecks["student"]
+            adapter = getattr(step.model, "kd_latent_adapter", None)
+            latent = self._latent(student if adapter is None else adapter(student),
                                   self._bottlenecks["teacher"].clone())
             terms["latent"] = latent
             loss = loss + self.hparams["latent_weight"] * latent
@@ -154,7 +179,11 @@ class KnowledgeDistillation(Strategy):
         return terms
 
     def _latent(self, student: Any, teacher: Any) -> Any:
+        """The distance between the (adapted) student bottleneck and the teacher's: the mean
+        over batch, channels and voxels of the squared difference (``mse``), or the KL of the
+        channel softmaxes summed over channels and averaged over voxels (``kl``)."""
         import torch.nn.functional as F
+
 
         if self.hparams["latent_loss"] == "mse":
             return F.mse_loss(student.float(), teacher.float())

@@ -192,3 +192,89 @@ def test_roles_nest_through_their_dependencies():
     for bad in ("strategy of kd @ s", "kd", "mentor of kd @ s"):
         with pytest.raises(ValueError):
             Role.parse(bad)
+
+
+def _teacher_design_plan(registry, tmp_path, teacher, sizes=(4, 12), seeds=(0, 1)):
+    import yaml
+
+    data = yaml.safe_load(DEMO.read_text())
+    data.update(training_sizes=list(sizes), seeds=list(seeds), statistics={"baseline": "mono"})
+    data["strategies"] = [{"name": "mono"}, {"name": "kd", "teacher": teacher}]
+    path = tmp_path / "design.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return build_plan(load_protocol(path, registry), registry)
+
+
+def _teachers(plan):
+    kd = [j for j in plan.jobs if j.component == "kd"]
+    return {(j.n, j.seed): plan.job(j.depends_on["teacher"]) for j in kd}
+
+
+def test_teacher_design_same_n_one_teacher_per_n_and_seed(registry, tmp_path):
+    teachers = _teachers(_teacher_design_plan(registry, tmp_path, {"n": "same"}))
+    assert len({t.id for t in teachers.values()}) == 4  # one per (N, seed)
+    for (n, seed), t in teachers.items():
+        assert (t.component, t.n, t.seed) == ("multi", n, seed)
+        assert t.modalities.training == ("t1", "t1ce", "t2", "flair")
+    # `teacher: multi` and `teacher: {n: same}` are the default design: the same Jobs
+    default = _teachers(_teacher_design_plan(registry, tmp_path, None))
+    short = _teachers(_teacher_design_plan(registry, tmp_path, "multi"))
+    assert {k: t.id for k, t in default.items()} == {k: t.id for k, t in short.items()} \
+        == {k: t.id for k, t in teachers.items()}
+
+
+def test_teacher_design_fixed_n_one_teacher_per_seed_shared_by_every_n(registry, tmp_path):
+    plan = _teacher_design_plan(registry, tmp_path, {"strategy": "multi", "n": 16})
+    teachers = _teachers(plan)
+    for seed in (0, 1):
+        (one,) = {teachers[(n, seed)].id for n in (4, 12)}  # shared across N
+        job = plan.job(one)
+        assert (job.component, job.n, job.seed) == ("multi", 16, seed)
+    assert teachers[(4, 0)].id != teachers[(4, 1)].id
+    # it is no teacher of the same-N design, and it trains on the seed's first 16 pool cases
+    same = _teachers(_teacher_design_plan(registry, tmp_path, {"n": "same"}))
+    assert not {t.id for t in teachers.values()} & {t.id for t in same.values()}
+    assert plan.protocol.subset_sizes == (4, 12, 16)
+    # the students differ from the same-N design's (their teacher's id is in theirs)
+    assert {j.id for j in plan.jobs if j.component == "kd"}.isdisjoint(
+        {t.id for t in same.values()})
+
+
+def test_teacher_design_mono_is_the_mono_job_born_again(registry, tmp_path):
+    plan = _teacher_design_plan(registry, tmp_path, {"strategy": "mono"})
+    teachers = _teachers(plan)
+    monos = {(j.n, j.seed): j for j in plan.jobs if j.component == "mono"}
+    for key, t in teachers.items():
+        assert t.component == "mono" and t.modalities.training == ("t1ce",)
+        assert t.id == monos[key].id  # the mono strategy's own Job, in both roles
+        assert sorted(map(str, t.roles)) == ["strategy mono @ t1ce_only",
+                                             "teacher of kd @ t1ce_only"]
+    multi = _teachers(_teacher_design_plan(registry, tmp_path, "multi"))
+    kd_mono = {j.id for j in plan.jobs if j.component == "kd"}
+    assert len({t.id for t in teachers.values()} | {t.id for t in multi.values()}) == 8
+    assert kd_mono.isdisjoint(j.id for j in _teacher_design_plan(
+        registry, tmp_path, "multi").jobs)
+
+
+def test_teacher_design_errors(registry, tmp_path):
+    import yaml
+
+    from kdbench.errors import KdbenchError
+
+    data = yaml.safe_load(DEMO.read_text())
+    data["strategies"] = [{"name": "mono", "teacher": {"n": 8}},
+                          {"name": "kd", "teacher": {"strategy": "mono", "n": 1}},
+                          {"name": "kd", "label": "kd_big", "teacher": {"n": 500}}]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(KdbenchError) as err:
+        load_protocol(path, registry)
+    text = str(err.value)
+    assert "strategies[1].teacher.n" in text and "at least 2 cases" in text
+    data["strategies"][1]["teacher"]["n"] = 8
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(KdbenchError) as err:
+        load_protocol(path, registry)
+    text = str(err.value)
+    assert "strategies[0].teacher" in text and "takes no teacher" in text
+    assert "strategies[2].teacher.n" in text and "training pool" in text

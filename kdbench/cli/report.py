@@ -35,6 +35,9 @@ def report(
         "--correction", help="Without a protocol: holm, bonferroni, fdr_bh or none.")] = None,
     test: Annotated[str | None, typer.Option(
         "--test", help="Without a protocol: the per-case test, wilcoxon or ttest.")] = None,
+    contrast: Annotated[list[str] | None, typer.Option(
+        "--contrast", help="Without a protocol: a contrast NAME=STRATEGY:CONTROL, e.g. "
+        "privileged=kd:kd_born_again (repeat for more).")] = None,
     strategies: Annotated[str | None, typer.Option(
         "--strategies", help="Without a protocol: table order of the strategies, "
         "comma-separated (default: the baseline, then as they appear).")] = None,
@@ -82,6 +85,8 @@ def report(
     if primary is not None:
         statistics["primary"] = key_values("--primary", primary,
                                            "strategy=kd,scenario=t1ce_only,region=WT")
+    if contrast:
+        statistics["contrasts"] = [_contrast(text) for text in contrast]
     if protocol is None and per_case is None:
         raise KdbenchError("give a protocol file, a per-case table (--per-case FILE.csv), or "
                            "both")
@@ -95,3 +100,15 @@ def report(
                               statistics, order, name)
     index = write_report(settings, state(ctx).registry())
     console.print(f"report: {esc(index)}")
+
+
+def _contrast(text: str) -> dict[str, str]:
+    """``privileged=kd:kd_born_again`` -> a contrast's fields."""
+    from kdbench.errors import KdbenchError
+
+    name, _, pair = text.partition("=")
+    strategy, _, control = pair.partition(":")
+    if not (name.strip() and strategy.strip() and control.strip()):
+        raise KdbenchError(f"--contrast {text!r}: write NAME=STRATEGY:CONTROL, e.g. "
+                           "--contrast privileged=kd:kd_born_again")
+    return {"name": name.strip(), "strategy": strategy.strip(), "control": control.strip()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kdbench.components.base import Component
@@ -57,6 +58,13 @@ class Generator(Component):
     def missing(self) -> Modalities:
         """The modalities it synthesises, in channel order."""
         return tuple(m for m in self.modalities.training if m not in self.available)  # type: ignore[attr-defined]
+
+    @classmethod
+    def can_sample(cls, hparams: Mapping[str, Any]) -> bool:
+        """Whether :meth:`sample` draws distinct samples with these hyper-parameters (a
+        strategy averaging samples checks it); the default: whether the class overrides
+        :meth:`sample`."""
+        return cls.sample is not Generator.sample
 
     def synthesise(self, model: nn.Module, inputs: Tensor) -> Tensor:
         """The point estimate of the missing channels from the available ones (no sampling)."""

@@ -157,13 +157,18 @@ class TrainingStep:
         area-downsampled to each missing scale's shape, so that every deep-supervision term
         has a target and the distillation's strength does not depend on the teacher's
         architecture."""
+        return self.at_scales(self.teacher_outputs)
+
+    def at_scales(self, targets: Sequence[Tensor], outputs: Any = None) -> list[Tensor]:
+        """``targets`` (full resolution first), one per output of :attr:`outputs` (or of
+        ``outputs``): the missing scales are the first target area-downsampled to each
+        output's shape."""
         import torch.nn.functional as F
 
-        teacher = self.teacher_outputs
-        student = _as_list(self.outputs)
-        out = list(teacher[:len(student)])
+        student = _as_list(self.outputs if outputs is None else outputs)
+        out = list(targets[:len(student)])
         for s in student[len(out):]:
-            out.append(F.interpolate(teacher[0], size=tuple(s.shape[2:]), mode="area"))
+            out.append(F.interpolate(targets[0], size=tuple(s.shape[2:]), mode="area"))
         return out
 
     def deep_supervision_sum(self, term: Callable[..., Any], *others: Any,
@@ -181,6 +186,26 @@ class TrainingStep:
         if renormalise and used:
             total = total / sum(w for w, _ in used)
         return total
+
+
+@dataclass(frozen=True)
+class SettingsContext:
+    """What :meth:`Strategy.check_settings` checks a strategy's settings against, before any
+    Job runs (``kdbench protocol validate``, and again once the dataset's size is known).
+
+    Attributes:
+        dependencies: role (``teacher``, ``generator``) -> the dependency's class and resolved
+            hyper-parameters.
+        unlabelled_pool: cases outside the test set and every training subset of a seed (what
+            :meth:`Strategy.unlabelled_cases` may take), ``None`` while the dataset's size is
+            unknown.
+        pool_arithmetic: how ``unlabelled_pool`` was computed, for messages (``32 cases - 8
+            test - 12 in the largest subset``).
+    """
+
+    dependencies: Mapping[str, tuple[type, Mapping[str, Any]]] = field(default_factory=dict)
+    unlabelled_pool: int | None = None
+    pool_arithmetic: str = ""
 
 
 class Strategy(Component):
@@ -256,6 +281,23 @@ class Strategy(Component):
         The default uses none.
         """
         return ()
+
+    @classmethod
+    def check_settings(cls, hparams: Mapping[str, Any], context: SettingsContext
+                       ) -> list[tuple[tuple[str, ...], str]]:
+        """Problems of a combination of settings that each validate alone but cannot work
+        together (e.g. Monte Carlo samples from a generator that cannot sample), found at
+        ``protocol validate`` rather than hours into a run.
+
+        Args:
+            hparams: the strategy's resolved hyper-parameters (not checked when ``tuned``).
+            context: its dependencies' classes and hyper-parameters, and the unlabelled pool.
+
+        Returns:
+            ``(key, message)`` pairs, ``key`` relative to the protocol's strategy entry (e.g.
+            ``("hparams", "mc_samples")``). The default finds none.
+        """
+        return []
 
     def training_budget(self, budget: Any) -> Any:
         """The budget this Job trains with (a :class:`kdbench.components.requests.Budget`); the

@@ -60,14 +60,15 @@ def check_against_registry(
     the test set must leave a training pool, and every N (and the tuning N) must fit in it.
     """
     problems = _Problems(source)
-    _check_dataset(problems, protocol, registry)
+    sizes = _check_dataset(problems, protocol, registry)
+    pool = None if sizes is None else unlabelled_pool(protocol, *sizes)
 
     backbone = _plugin(problems, registry.backbones, protocol.backbone.name, ("backbone", "name"))
     if backbone is not None:
         _options(problems, backbone, protocol.backbone.options, ("backbone", "options"))
 
     for i, spec in enumerate(protocol.strategies):
-        _check_strategy(problems, protocol, registry, i, spec)
+        _check_strategy(problems, protocol, registry, i, spec, pool)
 
     for i, metric in enumerate(protocol.metrics or ()):
         _plugin(problems, registry.metrics, metric, ("metrics", i))
@@ -106,6 +107,12 @@ def _check_statistics(problems: _Problems, protocol: Protocol, registry: Registr
         if metrics and metric not in metrics:
             problems.add(("statistics", "margin", metric),
                          f"no metric {metric!r} in this protocol (metrics: {sorted(metrics)})")
+    for i, contrast in enumerate(stats.contrasts):
+        for side in ("strategy", "control"):
+            if getattr(contrast, side) not in labels:
+                problems.add(("statistics", "contrasts", i, side),
+                             f"{getattr(contrast, side)!r} is not a strategy of this protocol "
+                             f"(labels: {labels})")
     primary = stats.primary
     if primary is None:
         return
@@ -136,10 +143,53 @@ def _check_statistics(problems: _Problems, protocol: Protocol, registry: Registr
                      f"(subsets: {subsets})")
 
 
+def unlabelled_pool(protocol: Protocol, total: int, n_test: int) -> tuple[int, str]:
+    """Cases outside the test set and the largest subset of a seed, and how they add up."""
+    largest = max(protocol.subset_sizes)
+    return (total - n_test - largest,
+            f"{total} cases - {n_test} test - {largest} in the largest subset")
+
+
+def strategy_setting_problems(protocol: Protocol, registry: Registry,
+                              pool: tuple[int, str] | None = None,
+                              source: YamlSource | None = None) -> list[str]:
+    """What each strategy's :meth:`~kdbench.Strategy.check_settings` finds, given its
+    dependencies and the unlabelled ``pool`` (cases, arithmetic) once the dataset's size is
+    known (the data preparation calls it again with the prepared cases)."""
+    problems = _Problems(source)
+    for i, spec in enumerate(protocol.strategies):
+        _check_settings(problems, registry, ("strategies", i), spec, pool)
+    return list(problems)
+
+
+def _check_settings(problems: _Problems, registry: Registry, loc: Loc, spec: StrategySpec,
+                    pool: tuple[int, str] | None) -> None:
+    from kdbench.components.strategy import SettingsContext
+
+    if spec.hparams == "tuned" or spec.name not in registry.strategies:
+        return
+    cls = registry.strategies.get(spec.name)
+    try:
+        hparams = cls.resolve_hparams(spec.hparams)
+        dependencies = {}
+        for role, category in (("teacher", "teachers"), ("generator", "generators")):
+            if role in cls.requires:
+                name = (spec.teacher_name if role == "teacher" else spec.generator) or \
+                    getattr(cls, f"default_{role}")
+                dep = registry.categories[category].get(name)
+                dependencies[role] = (dep, dep.resolve_hparams(getattr(spec, f"{role}_hparams")))
+    except (ValidationError, KeyError, LookupError):
+        return  # reported by the checks of each part
+    context = SettingsContext(dependencies, *(pool or (None, "")))
+    for key, text in cls.check_settings(hparams, context):
+        problems.add((*loc, *key), text)
+
+
 def _check_strategy(problems: _Problems, protocol: Protocol, registry: Registry, i: int,
-                    spec: StrategySpec) -> None:
+                    spec: StrategySpec, pool: tuple[int, str] | None) -> None:
     """The problems of ``strategies[i]``: its name, hyper-parameters (or ``tuned``), the
-    teacher and generator it takes, and scenarios with nothing for its generator to do."""
+    teacher and generator it takes, scenarios with nothing for its generator to do, and
+    settings that cannot work together (:meth:`~kdbench.Strategy.check_settings`)."""
     loc: Loc = ("strategies", i)
     cls = _plugin(problems, registry.strategies, spec.name, (*loc, "name"))
     if cls is None:
@@ -159,8 +209,11 @@ def _check_strategy(problems: _Problems, protocol: Protocol, registry: Registry,
     else:
         _hparams(problems, cls, spec.hparams, (*loc, "hparams"))
     for role, category in (("teacher", "teachers"), ("generator", "generators")):
-        given = getattr(spec, role)
+        given = spec.teacher_name if role == "teacher" else spec.generator
         extra = getattr(spec, f"{role}_hparams")
+        if role == "teacher" and spec.teacher is not None and given is None \
+                and role not in cls.requires:
+            given = ""  # a teacher design without a name is still a teacher given
         if role not in cls.requires:
             if given is not None or extra:
                 problems.add(
@@ -172,6 +225,7 @@ def _check_strategy(problems: _Problems, protocol: Protocol, registry: Registry,
         dep = _plugin(problems, registry.categories[category], name, (*loc, role))
         if dep is not None:
             _hparams(problems, dep, extra, (*loc, f"{role}_hparams"))
+    _check_settings(problems, registry, loc, spec, pool)
     if "generator" in cls.requires:
         for j, scenario in enumerate(protocol.scenarios):
             if any(set(s) >= set(scenario.training) for s in scenario.subsets()):
@@ -184,11 +238,13 @@ def _check_strategy(problems: _Problems, protocol: Protocol, registry: Registry,
                 )
 
 
-def _check_dataset(problems: _Problems, protocol: Protocol, registry: Registry) -> None:
+def _check_dataset(problems: _Problems, protocol: Protocol, registry: Registry
+                   ) -> tuple[int, int] | None:
+    """Problems of the dataset and of sizes against it; its (cases, test cases) when known."""
     spec = protocol.dataset
     cls = _plugin(problems, registry.datasets, spec.source, ("dataset", "source"))
     if cls is None:
-        return
+        return None
     if cls.synthetic and spec.path is not None:
         problems.add(
             ("dataset", "path"),
@@ -199,7 +255,7 @@ def _check_dataset(problems: _Problems, protocol: Protocol, registry: Registry) 
     options = _options(problems, cls, spec.options, ("dataset", "options"))
     total = cls.case_count(options) if options is not None else None
     if total is None:
-        return
+        return None
     split = protocol.split
     n_test = split.test_count(total)
     if n_test >= total:
@@ -208,8 +264,9 @@ def _check_dataset(problems: _Problems, protocol: Protocol, registry: Registry) 
             f"a test set of {n_test} cases leaves no training case (the dataset has {total}); "
             "make it smaller",
         )
-        return
+        return None
     pool = total - n_test
+    before = len(problems)
     for i, n in enumerate(protocol.training_sizes):
         if n > pool:
             problems.add(
@@ -217,8 +274,16 @@ def _check_dataset(problems: _Problems, protocol: Protocol, registry: Registry) 
                 f"N={n} is larger than the training pool of {pool} cases "
                 f"({total} in the dataset minus {n_test} for testing); lower N or add cases",
             )
+    for i, spec in enumerate(protocol.strategies):
+        if spec.teacher_n is not None and spec.teacher_n > pool:
+            problems.add(
+                ("strategies", i, "teacher", "n"),
+                f"a teacher of N={spec.teacher_n} is larger than the training pool of {pool} "
+                f"cases ({total} in the dataset minus {n_test} for testing); lower teacher.n",
+            )
     if protocol.tuning is not None and protocol.tuning.n is not None and protocol.tuning.n > pool:
         problems.add(
             ("tuning", "n"),
             f"tuning N={protocol.tuning.n} is larger than the training pool of {pool} cases",
         )
+    return (total, n_test) if len(problems) == before else None

@@ -124,6 +124,34 @@ class ScenarioSpec(Strict):
         return f"{shown} (training on {label(self.training)})"
 
 
+class TeacherSpec(Strict):
+    """The teacher design of a distillation strategy: which teacher, trained on how many cases.
+
+    ``teacher: multi`` is short for ``teacher: {strategy: multi}``. With ``n: same`` (the
+    default) the teacher is trained on the student's own (N, seed) subset; with ``n: 64`` it is
+    trained once per seed on the first 64 pool cases of that seed's permutation (never a test
+    case) and shared by every N of the seed: the fixed-N-teacher control. ``strategy: mono``
+    (a teacher on the student's own modalities) is the born-again control.
+    """
+
+    strategy: str | None = Field(
+        None, description="Teacher plugin (default: the strategy's, e.g. 'multi' for kd); "
+        "'mono' is a teacher on the student's own modalities (born-again control)."
+    )
+    n: int | Literal["same"] = Field(
+        "same", description="Training cases of the teacher: 'same' (the student's N) or a "
+        "fixed N_T, one teacher per seed shared by every N."
+    )
+
+    @field_validator("n")
+    @classmethod
+    def _n(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 2:
+            raise ValueError("a teacher needs at least 2 cases (one training and one "
+                             f"validation case), got {value}")
+        return value
+
+
 class StrategySpec(Strict):
     """One strategy to run, with its hyper-parameters (or ``tuned``) and dependencies."""
 
@@ -135,7 +163,10 @@ class StrategySpec(Strict):
     hparams: dict[str, Any] | Literal["tuned"] = Field(
         default_factory=dict, description="Overrides of the declared defaults, or 'tuned'."
     )
-    teacher: str | None = Field(None, description="Teacher plugin (default: the strategy's).")
+    teacher: TeacherSpec | None = Field(
+        None, description="Teacher design: a plugin name, or {strategy, n} (default: the "
+        "strategy's teacher on the same (N, seed))."
+    )
     teacher_hparams: dict[str, Any] = Field(default_factory=dict)
     generator: str | None = Field(None, description="Generator plugin (default: the strategy's).")
     generator_hparams: dict[str, Any] = Field(default_factory=dict)
@@ -153,6 +184,22 @@ class StrategySpec(Strict):
     @classmethod
     def _label(cls, value: str | None) -> str | None:
         return None if value is None else _safe_name(value)
+
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _teacher(cls, value: Any) -> Any:
+        return {"strategy": value} if isinstance(value, str) else value
+
+    @property
+    def teacher_name(self) -> str | None:
+        """The teacher plugin named (``None``: the strategy's default)."""
+        return None if self.teacher is None else self.teacher.strategy
+
+    @property
+    def teacher_n(self) -> int | None:
+        """The teacher's fixed training size, or ``None`` for the student's own N."""
+        n = None if self.teacher is None else self.teacher.n
+        return n if isinstance(n, int) else None
 
     @property
     def key(self) -> str:
@@ -209,6 +256,18 @@ class PrimarySpec(Strict):
         return value if value is None else label(normalize(_as_list(value)))
 
 
+class ContrastSpec(Strict):
+    """A pre-registered contrast of a strategy against its control (e.g. ``kd`` against
+    ``kd`` with a ``mono`` teacher: the privileged-modality effect), tested like the gains over
+    the baseline: seeds as the replicates, per (scenario, subset, N, region, metric)."""
+
+    name: str = Field(description="What the contrast measures, e.g. 'privileged'.")
+    strategy: str = Field(description="Strategy label (the effect's side).")
+    control: str = Field(description="Strategy label of its control.")
+
+    _name = field_validator("name")(_safe_name)
+
+
 class StatisticsSpec(Strict):
     """The comparison the report makes, pre-registered."""
 
@@ -228,6 +287,22 @@ class StatisticsSpec(Strict):
     primary: PrimarySpec | None = Field(
         None, description="The primary endpoint (default: none, every comparison exploratory)."
     )
+    contrasts: tuple[ContrastSpec, ...] = Field(
+        (), description="Strategy − control contrasts (controls of distillation: born-again "
+        "teacher, label smoothing, fixed-N teacher), each with run-level CIs per N."
+    )
+
+    @field_validator("contrasts")
+    @classmethod
+    def _contrasts(cls, value: tuple[ContrastSpec, ...]) -> tuple[ContrastSpec, ...]:
+        names = [c.name for c in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"contrast names must be unique; repeated: {dupes}")
+        same = [c.name for c in value if c.strategy == c.control]
+        if same:
+            raise ValueError(f"a contrast compares two strategies; {same} name one twice")
+        return value
 
     @field_validator("margin")
     @classmethod
@@ -285,6 +360,13 @@ class Protocol(Strict):
         if any(n < 2 for n in value):
             raise ValueError("every N must be at least 2 (one training and one validation case)")
         return tuple(sorted(value))
+
+    @property
+    def subset_sizes(self) -> tuple[int, ...]:
+        """Every (N, seed) subset size the plan trains on: the training sizes and the fixed
+        training sizes of teachers (``teacher.n``), sorted."""
+        fixed = {s.teacher_n for s in self.strategies if s.teacher_n is not None}
+        return tuple(sorted(set(self.training_sizes) | fixed))
 
     @model_validator(mode="after")
     def _unique_labels(self) -> Protocol:

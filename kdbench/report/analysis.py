@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from kdbench.report.benefit import Benefit, benefit_vs_n
+from kdbench.report.contrasts import contrast_table
 from kdbench.report.curves import gain_curve, paired_grids
 from kdbench.report.run_level import FEW_SEEDS, fixed_sequence, gain_grid, run_level
 from kdbench.report.statistics import (
@@ -71,6 +72,7 @@ class Settings:
     higher_is_better: dict[str, bool]
     margin: dict[str, float] = field(default_factory=dict)
     primary: Primary | None = None
+    contrasts: tuple[Any, ...] = ()
 
 
 @dataclass
@@ -93,6 +95,8 @@ class Analysis:
         friedman: Friedman + Nemenyi per comparison (three strategies or more).
         stability: the bootstrap rank stability per comparison.
         benefit: (scenario, subset, strategy, region, metric) -> its benefit-vs-N analysis.
+        contrasts: the pre-registered contrasts (:mod:`kdbench.report.contrasts`), one row per
+            contrast and comparison.
     """
 
     settings: Settings
@@ -104,6 +108,7 @@ class Analysis:
     friedman: dict[tuple[Any, ...], Friedman] = field(default_factory=dict)
     stability: dict[tuple[Any, ...], RankStability] = field(default_factory=dict)
     benefit: dict[tuple[str, str, str, str, str], Benefit] = field(default_factory=dict)
+    contrasts: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def comparisons(self) -> list[tuple[Any, ...]]:
         """Every (scenario, subset, N, region, metric) with results, in report order."""
@@ -165,6 +170,9 @@ def analyse(per_case: pd.DataFrame, settings: Settings, strategies: list[str]) -
                       else pd.DataFrame())
     if settings.baseline is not None:
         analysis.benefit = _benefits(data, settings, strategies)
+    analysis.contrasts = contrast_table(data, settings.contrasts,
+                                        higher_is_better=settings.higher_is_better,
+                                        margin=settings.margin, alpha=settings.alpha)
     return analysis
 
 

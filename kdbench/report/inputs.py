@@ -251,6 +251,12 @@ def _check_table(table: pd.DataFrame, statistics: Any, strategies: list[str],
     if missing and len(missing) == len(strategies):
         raise KdbenchError(f"{path} has no row of the strategies {strategies} (it has "
                            f"{sorted(present)})")
+    for contrast in statistics.contrasts:
+        for side in ("strategy", "control"):
+            if getattr(contrast, side) not in present:
+                raise KdbenchError(f"contrast {contrast.name!r}: {side} "
+                                   f"{getattr(contrast, side)!r} has no row in {path} "
+                                   f"(strategies: {sorted(present)})")
     metrics = set(table["metric"])
     for metric in statistics.margin:
         if metric not in metrics:

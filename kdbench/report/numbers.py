@@ -33,7 +33,7 @@ def flat_tables(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     tables = {"summary": results["summary"], "tests": results["tests"],
               "case_tests": results["case_tests"], "friedman": friedman,
               "rank_stability": stability, "n_star": n_star, "benefit_per_n": per_n,
-              "gain_curves": curves}
+              "gain_curves": curves, "contrasts": results["contrasts"]}
     if results["tuning"]:
         tables["tuning"] = [{k: v for k, v in r.items() if k != "best_params"}
                             | {f"best_{k}": v for k, v in r["best_params"].items()}
@@ -86,11 +86,13 @@ def results_json(analysis: Any, context: dict[str, Any]) -> dict[str, Any]:
                        "correction": settings.correction, "alpha": settings.alpha,
                        "bootstrap": settings.resamples, "margin": dict(settings.margin),
                        "primary": None if settings.primary is None
-                       else dataclasses.asdict(settings.primary)},
+                       else dataclasses.asdict(settings.primary),
+                       "contrasts": [c.model_dump() for c in settings.contrasts]},
         "strategies": analysis.strategies,
         "summary": analysis.summary.to_dict(orient="records"),
         "tests": tests_table(analysis).to_dict(orient="records"),
         "case_tests": analysis.tests.to_dict(orient="records"),
+        "contrasts": analysis.contrasts.to_dict(orient="records"),
         "friedman": friedman, "rank_stability": stability, "benefit": benefit,
         "tuning": context["tuning"], "environment": context["environment"],
     })

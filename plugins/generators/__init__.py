@@ -102,6 +102,12 @@ class UNetGenerator(Strategy, Generator):
         finally:
             model.train(was_training)
 
+    @classmethod
+    def can_sample(cls, hparams: Any) -> bool:
+        """Dropout is this generator's only noise (pix2pix's, no noise input; the adversarial
+        term adds none): it samples only when ``dropout > 0``."""
+        return float(hparams["dropout"]) > 0
+
     def sample(self, model: Any, inputs: Any, samples: int) -> list[Any]:
         """``samples`` draws with dropout on (the rest of the network in eval mode)."""
         import torch

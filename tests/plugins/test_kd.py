@@ -140,9 +140,45 @@ def test_latent_term_is_added_with_its_weight_from_both_bottlenecks():
         expected_latent = latent_kl_reference(s_bottleneck, t_bottleneck)
         expected_kd = binary_kl(student(x[:, [1]]), teacher(x), 2.0)
     value = {k: float(v.detach()) for k, v in terms.items()}
+    # the student's 1x1x1 adapter starts as the identity
     assert value["latent"] == pytest.approx(expected_latent, rel=1e-5)
     assert value["loss"] == pytest.approx(0.5 + 0.1 * float(expected_kd) + 0.3 * expected_latent,
                                           rel=1e-5)
+    # it is the student's, trained with it and saved in its checkpoint
+    terms["loss"].backward()
+    assert student.kd_latent_adapter.weight.grad.abs().sum() > 0
+    assert "kd_latent_adapter.weight" in student.state_dict()
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_latent_adapter_absorbs_the_arbitrary_channel_order_of_two_networks():
+    """A teacher whose bottleneck is the student's with its channels swapped: without an
+    adapter the MSE is large; the adapter set to the swap makes it zero."""
+    torch.manual_seed(1)
+    student_net = TinyUNet(1)
+    teacher = TinyUNet(4)
+    with torch.no_grad():  # the teacher's encoder: the student's, channels swapped, on t1ce
+        teacher.encoder.weight.zero_()
+        teacher.encoder.weight[:, 1] = student_net.encoder.weight[[1, 0], 0]
+        teacher.encoder.bias.copy_(student_net.encoder.bias[[1, 0]])
+    context = BuildContext(network=lambda c, deep_supervision=True: student_net,
+                           supervised_loss=lambda o, t: torch.tensor(0.0), num_outputs=3,
+                           device="cpu", teacher=teacher.eval(), teacher_modalities=MODALITIES)
+    kd = KnowledgeDistillation({"kd_weight": 0.0, "temperature": 1.0, "latent_weight": 1.0,
+                                "latent_loss": "mse"}, ModalityUse(MODALITIES, (("t1ce",),)))
+    student = kd.build(context)
+    x = torch.randn(2, 4, 3, 3, 3)
+
+    def latent():
+        step = TrainingStep(student, student(x[:, [1]]), StepBatch(x[:, [1]], x, None,
+                                                                    MODALITIES), context)
+        return float(kd.training_loss(step)["latent"].detach())
+
+    assert latent() > 0.05
+    with torch.no_grad():
+        student.kd_latent_adapter.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]).reshape(
+            2, 2, 1, 1, 1))
+    assert latent() == pytest.approx(0.0, abs=1e-10)
 
 
 def latent_kl_reference(student, teacher):

@@ -304,3 +304,54 @@ def test_protocol_refuses_a_generator_strategy_where_nothing_is_missing(write_pr
     demo_data["strategies"] = [{"name": "mono"}, {"name": "genkd"}]
     with pytest.raises(KdbenchError, match="nothing to synthesise"):
         load_protocol(write_protocol(demo_data), registry)
+
+
+def test_validate_refuses_monte_carlo_samples_from_a_generator_that_cannot_sample(
+        write_protocol, demo_data):
+    from helpers import run_cli
+
+    from kdbench.components.generator import Generator
+    from kdbench_plugins.generators import UNetGenerator
+
+    assert UNetGenerator.can_sample({"dropout": 0.1})
+    assert not UNetGenerator.can_sample({"dropout": 0.0})
+    assert not Generator.can_sample({})  # the base class repeats its point estimate
+    demo_data["statistics"]["primary"] = None
+    demo_data["strategies"] = [
+        {"name": "mono"},
+        {"name": "genkd", "label": "genkd_mc", "hparams": {"mc_samples": 4},
+         "generator_hparams": {"dropout": 0.0}},
+        # real teacher input draws no sample: no problem
+        {"name": "genkd", "label": "genkd_real",
+         "hparams": {"mc_samples": 4, "teacher_input": "real"},
+         "generator_hparams": {"dropout": 0.0}},
+        {"name": "genkd", "label": "genkd_ok", "hparams": {"mc_samples": 4}},
+    ]
+    result = run_cli("protocol", "validate", str(write_protocol(demo_data)))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    text = result.stdout + result.stderr
+    assert "1 problem in the protocol" in text, text
+    assert "strategies[1].hparams.mc_samples" in text and "cannot sample" in text
+    assert "dropout" in text
+
+
+def test_validate_refuses_more_unlabelled_cases_than_the_pool_with_its_arithmetic(
+        write_protocol, demo_data, registry):
+    from kdbench.errors import KdbenchError
+    from kdbench.protocol import load_protocol
+
+    # demo: 24 cases - 8 test - 12 in the largest subset = 4 outside every subset
+    demo_data["statistics"]["primary"] = None
+    demo_data["strategies"] = [{"name": "mono"}, {"name": "genkd", "label": "genkd_aug",
+                                                  "hparams": {"unlabelled_cases": 5}}]
+    with pytest.raises(KdbenchError) as err:
+        load_protocol(write_protocol(demo_data), registry)
+    text = str(err.value)
+    assert "strategies[1].hparams.unlabelled_cases" in text
+    assert "only 4 cases" in text and "24 cases - 8 test - 12 in the largest subset" in text
+    demo_data["strategies"][1]["hparams"]["unlabelled_cases"] = 4
+    load_protocol(write_protocol(demo_data), registry)
+    # a fixed-N teacher of 16 cases takes 4 more out of the pool
+    demo_data["strategies"][1]["teacher"] = {"n": 16}
+    with pytest.raises(KdbenchError, match="only 0 cases .*16 in the largest subset"):
+        load_protocol(write_protocol(demo_data), registry)
