@@ -69,3 +69,27 @@ def test_n_larger_than_the_pool_of_a_release_on_disk(setup, tmp_path):
     with pytest.raises(KdbenchError, match="N=4 is larger than the training pool of 3"):
         ensure_data(protocol, registry, data_dir)
     assert dataset_name(protocol, registry) == "release"
+
+
+def test_unlabelled_cases_beyond_a_release_pool_are_refused_with_the_arithmetic(setup, tmp_path):
+    """A BraTS-like release whose size is known only once read: `genkd_aug` asking for more
+    unlabelled cases than lie outside the test set and the largest subset is refused before
+    any Job, naming the numbers (1251 - 251 - 1000 = 0 on BraTS 2021's learning curve)."""
+    from release_factory import make_release
+
+    registry, data, write, data_dir = setup
+    source = make_release(tmp_path / "release", "2021", n_cases=7)
+    data["dataset"] = {"source": "brats", "path": str(source)}
+    data["split"] = {"test_size": 2}
+    data["training_sizes"] = [2, 4]
+    data["statistics"] = {"baseline": "mono"}
+    data["strategies"] = [{"name": "mono"}, {"name": "genkd", "label": "genkd_aug",
+                                             "hparams": {"unlabelled_cases": 2}}]
+    protocol = load_protocol(write(data), registry)  # unknown size: nothing to check yet
+    with pytest.raises(KdbenchError) as err:
+        ensure_data(protocol, registry, data_dir)
+    text = str(err.value)
+    assert "strategies[1].hparams.unlabelled_cases" in text
+    assert "only 1 cases" in text and "7 cases - 2 test - 4 in the largest subset" in text
+    data["strategies"][1]["hparams"]["unlabelled_cases"] = 1
+    ensure_data(load_protocol(write(data), registry), registry, data_dir)
