@@ -238,6 +238,14 @@ def test_teacher_design_fixed_n_one_teacher_per_seed_shared_by_every_n(registry,
     # the students differ from the same-N design's (their teacher's id is in theirs)
     assert {j.id for j in plan.jobs if j.component == "kd"}.isdisjoint(
         {t.id for t in same.values()})
+    # and `kdbench plan --json` says the same
+    _teacher_design_plan(registry, tmp_path, {"strategy": "multi", "n": 16})
+    out = run_cli("plan", str(tmp_path / "design.yaml"), "--json")
+    assert out.returncode == 0, out.stderr
+    jobs = {j["id"]: j for j in json.loads(out.stdout)["jobs"]}
+    students = [j for j in jobs.values() if j["component"] == "kd"]
+    teachers = {(j["seed"], jobs[j["depends_on"]["teacher"]]["n"]) for j in students}
+    assert len(students) == 4 and teachers == {(0, 16), (1, 16)}
 
 
 def test_teacher_design_mono_is_the_mono_job_born_again(registry, tmp_path):

@@ -18,3 +18,10 @@ def kdbench_register_strategies(registry) -> None:  # noqa: ANN001 - a CategoryR
     """Register ``hemis`` and ``uhved``."""
     registry.add(HeMIS)
     registry.add(UHVED)
+
+
+@hookimpl
+def kdbench_register_teachers(registry) -> None:  # noqa: ANN001 - a CategoryRegistry
+    """Register ``hemis`` and ``uhved`` as teachers (seen through the student's subset)."""
+    registry.add(HeMIS)
+    registry.add(UHVED)

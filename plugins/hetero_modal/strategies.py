@@ -5,12 +5,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kdbench import BuildContext, HParams, ModalityUse, Strategy, TrainingStep, hparam
+from kdbench import BuildContext, HParams, ModalityUse, Strategy, Teacher, TrainingStep, hparam
 
 
-class HeteroModal(Strategy):
+class HeteroModal(Strategy, Teacher):
     """A model trained once on every training modality, with modality dropout, and scored on
-    each available subset (all 15 under the ``all`` scenario)."""
+    each available subset (all 15 under the ``all`` scenario).
+
+    As a teacher (``teacher: hemis``) it is the same model seen through the student's subset:
+    a teacher that learnt from every modality but reads only the student's (the hetero-modal
+    control of ``pseudo_label``, ``docs/genkd.md``)."""
+
+    kind = "hetero-modal"
+
+    @classmethod
+    def teacher_use(cls, training: tuple[str, ...], available: tuple[str, ...] | None = None
+                    ) -> ModalityUse:
+        """Trained on every training modality, read through the student's subset: the Job of
+        a scenario that makes only that subset available."""
+        if available is None:
+            raise ValueError("a hetero-modal teacher needs the student's available subset")
+        return ModalityUse(training=training, evaluate=(available,))
+
+    def teacher_reads(self) -> tuple[str, ...]:
+        """The student's subset (the one subset this teacher Job is scored on)."""
+        evaluate = self.modalities.evaluate
+        return evaluate[0] if len(evaluate) == 1 else self.modalities.training
+
+    def teacher_module(self, model: Any) -> Any:
+        """The model through :meth:`teacher_reads` (its encoders of those modalities only)."""
+        return self.inference_model(model, self.teacher_reads())
 
     @classmethod
     def modality_uses(

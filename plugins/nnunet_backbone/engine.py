@@ -121,9 +121,8 @@ def train(request: TrainRequest) -> TrainResult:
             validate_every=request.budget.validate_every,
             checkpoint_every=request.budget.checkpoint_every,
             compile=request.compile,
-            teacher=loaded.get("teacher"),
-            teacher_modalities=(request.teacher.strategy.input_modalities()
-                                if request.teacher else ()),
+            teacher=_teacher_module(request.teacher, loaded.get("teacher")),
+            teacher_modalities=_teacher_reads(request.teacher),
             generator=loaded.get("generator"),
             dependencies={role: trained.strategy for role, trained in needed.items()},
             unlabelled_cases=tuple(request.unlabelled_cases),
@@ -142,6 +141,21 @@ def train(request: TrainRequest) -> TrainResult:
         trainer.run_training()
         history = {k: list(v) for k, v in trainer.logger.get_checkpoint().items()}
     return TrainResult(final, trainer.num_epochs, resumed_from, history)
+
+
+def _teacher_reads(teacher: TrainedModel | None) -> tuple[str, ...]:
+    """The channels a teacher Job's model reads for its students."""
+    if teacher is None:
+        return ()
+    reads = getattr(teacher.strategy, "teacher_reads", teacher.strategy.input_modalities)
+    return tuple(reads())
+
+
+def _teacher_module(teacher: TrainedModel | None, model: Any) -> Any:
+    """The module students call: the teacher's model, or its view (``Teacher.teacher_module``)."""
+    if teacher is None or model is None or not hasattr(teacher.strategy, "teacher_module"):
+        return model
+    return teacher.strategy.teacher_module(model)
 
 
 def _write_checkpoint(model: torch.nn.Module, path: Path) -> None:
@@ -177,8 +191,8 @@ def load_model(trained: TrainedModel, dataset: Any, options: Any, device: str,
         supervised_loss=lambda o, t: None,
         num_outputs=labels.num_segmentation_heads,
         device=torch.device(device),
-        teacher=dependencies.get("teacher"),
-        teacher_modalities=teacher.strategy.input_modalities() if teacher else (),
+        teacher=_teacher_module(teacher, dependencies.get("teacher")),
+        teacher_modalities=_teacher_reads(teacher),
         generator=dependencies.get("generator"),
         dependencies={role: dep.strategy for role, dep in trained.dependencies.items()},
         patch_size=tuple(config.patch_size),

@@ -123,3 +123,27 @@ def test_uhved_refuses_odd_feature_counts():
     with pytest.raises(ValueError, match="must be even"):
         UHVED({"kl_weight": 0.1, "reconstruction_weight": 0.1}, ALL).build(
             BuildContext(network=odd, supervised_loss=None, num_outputs=3, device="cpu"))
+
+
+@pytest.mark.parametrize("cls", [HeMIS, UHVED])
+def test_as_a_teacher_it_reads_the_students_subset_through_its_encoders(cls):
+    """The hetero-modal control of pseudo-labelling: the teacher Job trains on every modality
+    and a student calls it on its own subset (t1ce) only."""
+    from kdbench_plugins.controls import PseudoLabelControl
+
+    use = cls.teacher_use(MODALITIES, ("t1ce",))
+    assert use == ModalityUse(MODALITIES, (("t1ce",),))  # the t1ce-only scenario's Job
+    torch.manual_seed(0)
+    teacher = cls({k: v.default for k, v in cls.hparams.items()}, use)
+    assert teacher.teacher_reads() == ("t1ce",)
+    model = teacher.build(CONTEXT).eval()
+    view = teacher.teacher_module(model)
+    x = torch.randn(1, 1, *PATCH)
+    with torch.no_grad():
+        assert torch.equal(view(x)[0], model(x, (1,))[0])
+    # a pseudo-labelling student accepts it (it reads nothing the unlabelled cases lack)
+    student = PseudoLabelControl(PseudoLabelControl.resolve_hparams({}),
+                                 ModalityUse(MODALITIES, (("t1ce",),)))
+    context = BuildContext(network=_network, supervised_loss=None, num_outputs=3,
+                           device="cpu", teacher=view, teacher_modalities=("t1ce",))
+    assert student.build(context) is not None
