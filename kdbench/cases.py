@@ -98,6 +98,11 @@ class Release:
         cases: the cases found, sorted by id.
         problems: problems found while listing files (missing modality, duplicate or unsafe
             case id, empty release).
+        aliases: groups of ids that name the same patient in several releases (BraTS 2017 to
+            2023), one group per row of the release's mapping tables (``name_mapping.csv``,
+            ``BraTS21-17_Mapping.csv``, ...); empty when the release ships none. A pretrained
+            teacher's declared training cases are mapped to this release's ids through them
+            (:func:`alias_map`; docs/foundation_teacher.md).
     """
 
     root: Path
@@ -105,11 +110,49 @@ class Release:
     label_convention: str
     cases: list[CaseFiles]
     problems: list[Problem] = field(default_factory=list)
+    aliases: list[tuple[str, ...]] = field(default_factory=list)
 
     @property
     def label_map(self) -> Mapping[int, int]:
         """Source label value -> canonical label value."""
         return LABEL_MAPS[self.label_convention]
+
+
+def alias_map(groups: Iterable[Iterable[str]], case_ids: Iterable[str]
+              ) -> dict[str, tuple[str, ...]]:
+    """Every other id of a patient -> the case ids of the release that name the same patient.
+
+    Args:
+        groups: ids naming one patient each (:attr:`Release.aliases`); groups sharing an id
+            are one patient.
+        case_ids: the ids of the release's cases.
+
+    Returns:
+        The map, sorted, for ids that are not case ids themselves and whose group holds a case
+        id (a case id is compared as it is: it needs no entry).
+    """
+    ids = set(case_ids)
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for group in groups:
+        members = [str(g) for g in group]
+        for other in members[1:]:
+            parent[root(other)] = root(members[0])
+    linked: dict[str, set[str]] = {}
+    for member in parent:
+        linked.setdefault(root(member), set()).add(member)
+    out: dict[str, tuple[str, ...]] = {}
+    for members in linked.values():
+        cases = tuple(sorted(members & ids))
+        if cases:
+            out.update({m: cases for m in members - ids})
+    return dict(sorted(out.items()))
 
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")

@@ -1,9 +1,10 @@
 """``kdbench run PROTOCOL``: the plan's Jobs in dependency order, through an executor plugin.
 
-Before any training, the protocol's data is prepared and split, and the test set is asserted
-disjoint from every training and validation subset. Jobs with a complete MLflow run are
-skipped; interrupted ones resume from their checkpoints. A rich progress display shows Jobs
-done/total, the current Job, its epoch and an ETA.
+Before any training, the protocol's data is prepared and split, the test set is asserted
+disjoint from every training and validation subset, and no teacher to train may have been
+pretrained on a test case (``kdbench.engine.preflight.check_pretraining``). Jobs with a
+complete MLflow run are skipped; interrupted ones resume from their checkpoints. A rich
+progress display shows Jobs done/total, the current Job, its epoch and an ETA.
 """
 
 from __future__ import annotations
@@ -196,7 +197,13 @@ def run_protocol(
     # prepares (idempotently) and asserts no test case is in any training/validation subset;
     # runners started at once on fresh data wait for the first one's preparation
     with data_lock(settings.data_dir):
-        ensure_data(protocol, registry, settings.data_dir)
+        data = ensure_data(protocol, registry, settings.data_dir)
+    # a teacher pretrained on a test case (or with undeclared training data) stops the run
+    # before its first Job, not when its Job comes up
+    from kdbench.engine.job import strategy_of
+    from kdbench.engine.preflight import check_pretraining
+
+    check_pretraining([(j, strategy_of(j, registry)) for w in waves for j in w], data)
     launcher = _Launcher(settings, registry, plan, len(report.todo), progress,
                          state_dir(settings, plan, executor))
     report.detached = bool(cls(options).execute(waves, launcher, max_parallel=max_parallel))

@@ -12,6 +12,11 @@ Layouts:
   grade comes from ``name_mapping.csv`` when the release ships one (BraTS 2020).
 - ``2023``: ``root/<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz``; labels in the 2023 convention.
 
+Any CSV in the release folder whose header has two or more BraTS-year id columns (BraTS 2020's
+``name_mapping.csv``, BraTS 2021's ``BraTS21-17_Mapping.csv``, a BraTS 2023 mapping table saved
+as CSV) links the ids of one patient across releases: ``Release.aliases`` (see
+:func:`mapping_tables`).
+
 Only file names are read here; :mod:`kdbench.data.integrity` reads the voxels.
 """
 
@@ -169,7 +174,8 @@ def read_layout(root: Path, layout: str) -> Release:
         problems.append(Problem(None, None, f"no case found in {root} (expected the {layout} "
                                 f"layout: {scheme.pattern})",
                                 "point the dataset path at the folder holding the case folders"))
-    return Release(root, layout, scheme.convention, [cases[k] for k in sorted(cases)], problems)
+    return Release(root, layout, scheme.convention, [cases[k] for k in sorted(cases)], problems,
+                   mapping_tables(root))
 
 
 def read_case(folder: Path, names: Mapping[str, str], scheme: Scheme,
@@ -340,6 +346,59 @@ def name_mapping_grades(root: Path) -> dict[str, str]:
             if isinstance(key, str) and key.lower().endswith("subject_id") and value:
                 grades[value.strip()] = grade
     return grades
+
+
+#: A column of BraTS ids of one year: ``BraTS_2017_subject_ID``, ``BraTS2021``, ``BraTS 2023 ID``,
+#: ``BraTS21``, ...
+_ID_COLUMN = re.compile(r"^\s*brats[\s_-]*(?:20)?(1[2-9]|2\d)(?![0-9])", re.IGNORECASE)
+#: Cells that mean "no id in this release".
+_NO_ID = frozenset({"", "na", "n/a", "nan", "none", "null", "-", "--"})
+#: A mapping table larger than this is not read (BraTS's are a few hundred kB).
+MAX_TABLE_BYTES = 32 << 20
+
+
+def mapping_tables(root: Path) -> list[tuple[str, ...]]:
+    """Groups of ids naming one patient, from the mapping tables in the release folder.
+
+    A mapping table is any ``*.csv`` directly in ``root`` whose header has at least two columns
+    named like BraTS ids of a year (``BraTS_2018_subject_ID``, ``BraTS2021``, ``BraTS2023``,
+    ...): BraTS 2020's ``name_mapping.csv``, BraTS 2021's ``BraTS21-17_Mapping.csv``, BraTS
+    2023's tables saved as CSV. Each row gives one group: its ids in those columns, cells such
+    as ``NA`` or empty left out, and ids that are not safe as file names skipped.
+
+    Args:
+        root: the release folder.
+
+    Returns:
+        The groups of two or more ids, in file and row order; empty without a readable table
+        (the mapping only serves the check of pretrained teachers against the test set: a
+        table that cannot be read is not one, see docs/foundation_teacher.md).
+    """
+    try:
+        tables = sorted(p for p in root.glob("*.csv") if p.is_file())
+    except OSError:
+        return []
+    groups: list[tuple[str, ...]] = []
+    for path in tables:
+        try:
+            if path.stat().st_size > MAX_TABLE_BYTES:
+                continue
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                reader = csv.reader(handle)
+                header = next(reader, [])
+                columns = [i for i, name in enumerate(header) if _ID_COLUMN.match(name or "")]
+                if len(columns) < 2:
+                    continue
+                for row in reader:
+                    ids = tuple(dict.fromkeys(
+                        cell for i in columns if i < len(row)
+                        and (cell := row[i].strip()).lower() not in _NO_ID
+                        and is_safe_case_id(cell)))
+                    if len(ids) >= 2:
+                        groups.append(ids)
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue
+    return groups
 
 
 @hookimpl

@@ -736,6 +736,38 @@ protocol_entry("protocol_primary_is_the_baseline", "a primary endpoint on the ba
                r"statistics.primary.strategy \(line \d+\): 'mono' is not a strategy of this "
                r"protocol other than the baseline",
                _demo_with(lambda d: d["statistics"]["primary"].update(strategy="mono")))
+protocol_entry("protocol_teacher_n_too_small", "a fixed-size teacher of one case",
+               r"strategies\[2\].teacher.n \(line \d+\): .*a teacher needs at least 2 cases",
+               _demo_with(lambda d: d["strategies"][2].update(teacher={"n": 1})))
+protocol_entry("protocol_teacher_n_above_pool", "a fixed-size teacher larger than the pool",
+               r"strategies\[2\].teacher.n \(line \d+\): a teacher of N=40 is larger than "
+               r"the training pool of 16 cases",
+               _demo_with(lambda d: d["strategies"][2].update(teacher={"n": 40})))
+protocol_entry("protocol_teacher_on_mono", "a teacher design on a strategy that takes none",
+               r"strategies\[0\].teacher \(line \d+\): strategy 'mono' takes no teacher",
+               _demo_with(lambda d: d["strategies"][0].update(teacher={"strategy": "multi"})))
+protocol_entry("protocol_mc_samples_without_noise", "Monte Carlo targets from a generator "
+               "without dropout (every sample its point estimate)",
+               r"1 problem in the protocol:\n  - strategies\[2\].hparams.mc_samples "
+               r"\(line \d+\): mc_samples = 4 averages generator samples, but generator "
+               r"'unet_generator' cannot sample",
+               _demo_with(lambda d: (d["strategies"].__setitem__(2, {
+                   "name": "genkd", "hparams": {"mc_samples": 4},
+                   "generator_hparams": {"dropout": 0.0}}),
+                   d["statistics"].update(primary=None))))
+protocol_entry("protocol_unlabelled_beyond_pool", "more unlabelled cases than lie outside the "
+               "test set and the largest subset",
+               r"strategies\[2\].hparams.unlabelled_cases \(line \d+\): unlabelled_cases = 9, "
+               r"but only 4 cases .*\(24 cases - 8 test - 12 in the largest subset\)",
+               _demo_with(lambda d: (d["strategies"].__setitem__(2, {
+                   "name": "genkd", "hparams": {"unlabelled_cases": 9}}),
+                   d["statistics"].update(primary=None))))
+protocol_entry("protocol_contrast_unknown_control", "a contrast against a strategy the "
+               "protocol does not run",
+               r"statistics.contrasts\[0\].control \(line \d+\): 'kd_born_again' is not a "
+               r"strategy of this protocol",
+               _demo_with(lambda d: d["statistics"].update(contrasts=[
+                   {"name": "privileged", "strategy": "kd", "control": "kd_born_again"}])))
 protocol_entry("protocol_name_traversal", "a protocol name that would climb out of runs/",
                r"name \(line \d+\): must start with a letter or digit .*got '\.\./\.\./x'",
                demo(name="../../x"))
@@ -1064,6 +1096,10 @@ per_case_entry("report_per_case_bad_primary", "a primary endpoint on an unknown 
                r"--primary region: Input should be 'WT', 'TC' or 'ET', got 'XX'",
                PER_CASE_HEADER + GOOD_ROWS,
                ["--baseline", "mono", "--primary", "strategy=kd,scenario=default,region=XX"])
+per_case_entry("report_per_case_bad_contrast", "a contrast option without its control",
+               r"--contrast 'privileged=kd': write NAME=STRATEGY:CONTROL",
+               PER_CASE_HEADER + GOOD_ROWS,
+               ["--baseline", "mono", "--contrast", "privileged=kd"])
 per_case_entry("report_per_case_missing_file", "a per-case table that does not exist",
                r"nowhere.csv: no such per-case table", PER_CASE_HEADER,
                ["--per-case", "{entry}/nowhere.csv"])

@@ -39,7 +39,8 @@ def test_builtins_load_through_entry_points(registry):
     for plugin in ("mono", "multi", "kd", "nnunet_backbone", "phantom", "brats"):
         assert by_name[plugin].source.startswith("entry point kdbench_plugins.")
     assert {"mono", "multi", "kd"} <= set(registry.strategies.names())
-    assert registry.teachers.names() == ["foundation", "multi", "synthesis"]
+    assert registry.teachers.names() == ["foundation", "hemis", "mono", "multi", "synthesis",
+                                         "uhved"]
     assert registry.generators.names() == ["unet_generator"]
     assert by_name["synthesis"].registered == {"strategies": ["synthesis"],
                                                "teachers": ["synthesis"]}

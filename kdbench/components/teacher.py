@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from kdbench.components.base import Component
 from kdbench.components.strategy import Strategy
@@ -40,3 +40,27 @@ class Teacher(Component):
         which completes its input with a generator) is one Job per subset.
         """
         return ModalityUse(training=training, evaluate=(training,))
+
+    def teacher_reads(self) -> Modalities:
+        """The channels the teacher reads when a student distils from it (its
+        :meth:`~kdbench.Strategy.input_modalities` unless it is seen through a subset)."""
+        return self.input_modalities()  # type: ignore[attr-defined]
+
+    def teacher_module(self, model: Any) -> Any:
+        """The module a student calls on :meth:`teacher_reads`'s channels: the trained model
+        itself, or a view of it (a hetero-modal model through the student's subset)."""
+        return model
+
+    def pretraining_cases(self) -> tuple[str, ...] | None:
+        """The case ids the teacher's weights saw before its Job: ``()`` for a teacher trained
+        from scratch (the default), the ids its checkpoint declares for a pretrained one, or
+        ``None`` when they are undeclared and the protocol allows that.
+
+        Before a Job trains, kdbench maps these ids to the dataset's (through the release's
+        mapping tables, ``PreparedDataset.aliases``) and refuses the Job when one is a test
+        case. Ids of other releases are fine: those without a counterpart are ignored.
+
+        Raises:
+            KdbenchError: the declaration cannot be read, or is missing and not allowed.
+        """
+        return ()

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kdbench.cases import CaseFiles, Release, is_safe_case_id
+from kdbench.cases import CaseFiles, Release, alias_map, is_safe_case_id
 from kdbench.errors import KdbenchError, PluginError
 from kdbench.hashing import content_id
 from kdbench.registry import Registry
@@ -39,6 +39,9 @@ from kdbench.version import __version__
 MARKER = "prepared.json"
 CASES = "cases.json"
 EXCLUDED = "excluded.json"
+#: Other releases' ids of the cases (BraTS 2017-2020 ids of a 2021 case, ...), from the
+#: release's mapping tables; absent when it has none.
+ALIASES = "aliases.json"
 #: Bump when the prepared layout changes: older prepared datasets are then redone.
 FORMAT = 1
 
@@ -244,8 +247,10 @@ def prepare_dataset(
     release = _read(reader_cls, source, options)
     fingerprint = _fingerprint(release, reader_cls, options.model_dump(mode="json"), bb_key,
                                exclude_bad)
+    aliases = alias_map(release.aliases, (c.case_id for c in release.cases))
     marker = read_marker(target)
     if marker is not None and marker.get("fingerprint") == fingerprint and not force:
+        _sync_aliases(target, aliases)
         return PrepareResult(target, False, marker["cases"], marker["excluded"], marker)
     if target.exists() and not force:
         what = (f"was prepared from {marker.get('source')} with other files or options"
@@ -264,6 +269,7 @@ def prepare_dataset(
         tmp.mkdir()
         try:
             _write_cases(tmp, release, source, cases, [p for p in problems if p.case in bad])
+            _sync_aliases(tmp, aliases)
             (tmp / backbone_cls.name).mkdir()
             summary = backbone_cls().prepare(cases, release.label_map, tmp / backbone_cls.name,
                                              bb_options, name=name, num_processes=workers)
@@ -329,6 +335,34 @@ def _write_cases(folder: Path, release: Release, source: Path, cases: list[CaseF
         _write_json(folder / EXCLUDED, [
             {"case": p.case, "file": str(p.file) if p.file else None, "problem": p.problem}
             for p in excluded])
+
+
+def _sync_aliases(folder: Path, aliases: dict[str, tuple[str, ...]]) -> None:
+    """Write ``aliases.json`` (other id -> case ids) when it differs from the release's mapping
+    tables; remove it when the release has none. The aliases are not in the fingerprint: a
+    mapping table added to a prepared release updates this file without preparing again.
+
+    Raises:
+        KdbenchError: the prepared folder cannot be written (shared read-only data).
+    """
+    path = folder / ALIASES
+    wanted = {"aliases": {k: list(v) for k, v in aliases.items()}} if aliases else None
+    try:
+        stored = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        stored = False  # unreadable: rewrite it
+    if stored == wanted:
+        return
+    try:
+        if wanted is None:
+            path.unlink()
+        else:
+            _write_json(path, wanted)
+    except OSError as exc:
+        raise KdbenchError(
+            f"{path} does not match the release's mapping tables and cannot be updated "
+            f"({exc.strerror or exc}): run `kdbench data prepare` once where the data folder "
+            "is writable") from None
 
 
 def _check_summary(backbone: str, summary: Any) -> None:

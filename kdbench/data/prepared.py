@@ -9,7 +9,7 @@ from typing import Any
 
 from kdbench.cases import check_case_ids
 from kdbench.components.backbone import Backbone
-from kdbench.data.prepare import CASES, MARKER, read_marker
+from kdbench.data.prepare import ALIASES, CASES, MARKER, read_marker
 from kdbench.errors import KdbenchError
 
 
@@ -69,6 +69,32 @@ class PreparedDataset:
     def name(self) -> str:
         """The dataset's name."""
         return self.marker["name"]
+
+    @property
+    def aliases(self) -> dict[str, tuple[str, ...]]:
+        """Other releases' ids of its cases (e.g. ``Brats18_CBICA_AAB_1`` -> the BraTS 2021 id
+        of that patient), from the release's mapping tables (``aliases.json``); empty for a
+        release without them (phantom, nnU-Net raw), whose ids are compared as they are.
+
+        Raises:
+            KdbenchError: ``aliases.json`` is malformed (naming the file and the fix).
+        """
+        if not hasattr(self, "_aliases"):
+            path = self.path / ALIASES
+            found: dict[str, tuple[str, ...]] = {}
+            if path.is_file():
+                try:
+                    stored = json.loads(path.read_text())["aliases"]
+                    found = {str(k): tuple(str(c) for c in v) for k, v in stored.items()
+                             if isinstance(v, list)}
+                    if len(found) != len(stored):
+                        raise TypeError("a value is not a list of case ids")
+                except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                    raise KdbenchError(
+                        f"{path} is malformed ({type(exc).__name__}: {exc}); prepare the "
+                        "dataset again with `kdbench data prepare --force`") from None
+            object.__setattr__(self, "_aliases", found)
+        return self._aliases
 
     def strata(self) -> dict[str, str] | None:
         """Case id -> grade (or source) for stratifying the test set, when the release has it."""

@@ -16,8 +16,9 @@ from kdbench.data.prepared import PreparedDataset
 from kdbench.data.split_checks import assert_no_test_leak
 from kdbench.data.split_files import load_splits, save_splits
 from kdbench.data.splits import Splits, check_sizes, make_splits
-from kdbench.errors import KdbenchError
+from kdbench.errors import KdbenchError, ProtocolError
 from kdbench.hashing import content_id
+from kdbench.protocol.checks import strategy_setting_problems, unlabelled_pool
 from kdbench.protocol.models import Protocol
 from kdbench.registry import Registry
 
@@ -78,7 +79,7 @@ def ensure_data(
         check_sizes(make_splits(case_ids, seeds=protocol.seeds, test_size=split.test_size,
                                 test_fraction=split.test_fraction,
                                 validation_fraction=split.validation_fraction),
-                    protocol.training_sizes)
+                    protocol.subset_sizes)
 
     result = prepare_dataset(
         registry, source, name, data_dir,
@@ -93,8 +94,14 @@ def ensure_data(
         validation_fraction=split.validation_fraction,
         strata=dataset.strata() if split.stratify else None,
     )
-    check_sizes(splits, protocol.training_sizes)
-    assert_no_test_leak(splits, protocol.training_sizes)
+    check_sizes(splits, protocol.subset_sizes)
+    assert_no_test_leak(splits, protocol.subset_sizes)
+    total = len(splits.pool) + len(splits.test)
+    problems = strategy_setting_problems(
+        protocol, registry, unlabelled_pool(protocol, total, len(splits.test)))
+    if problems:
+        raise ProtocolError(f"protocol {protocol.name!r} on the {total} cases of the prepared "
+                            f"dataset {result.path}", problems)
     settings = {"split": split.model_dump(mode="json"), "seeds": list(protocol.seeds)}
     path = result.path / "splits" / f"split-{content_id(settings, 12)}.json"
     if path.exists():

@@ -27,6 +27,7 @@ from kdbench.components.requests import (
 )
 from kdbench.components.strategy import Strategy
 from kdbench.data.protocol_data import ProtocolData
+from kdbench.engine.preflight import check_pretraining, pretraining_record
 from kdbench.errors import KdbenchError
 from kdbench.faults import fault_point
 from kdbench.modalities import label
@@ -113,8 +114,9 @@ def trained_dependencies(job: Job, plan: Plan, registry: Registry, runs_dir: Pat
 
 def unlabelled_pool(plan: Plan, data: ProtocolData, seed: int) -> tuple[str, ...]:
     """Cases of ``seed``'s pool permutation after the largest training subset: outside the test
-    set and every (N, seed) training and validation subset, the same for every N."""
-    largest = max(plan.protocol.training_sizes)
+    set and every (N, seed) training and validation subset (a fixed-N teacher's included), the
+    same for every N."""
+    largest = max(job.n for job in plan.jobs)
     return tuple(data.splits.permutations[seed][largest:])
 
 
@@ -140,7 +142,9 @@ def train_model(
     callbacks: list[Callable[[Any], None]] | None = None,
 ) -> tuple[Any, Any, dict[str, TrainedModel], tuple[str, ...], tuple[str, ...]]:
     """Train a Job into ``folder`` (or resume it) on its (N, seed) subset, validating on that
-    subset's validation cases: the part of a Job that a tuning trial runs too.
+    subset's validation cases: the part of a Job that a tuning trial runs too. A teacher whose
+    pretraining cases include a test case is refused first
+    (:func:`~kdbench.engine.preflight.check_pretraining`).
 
     Returns:
         The strategy, the backbone's train result, the trained dependencies, the training
@@ -149,6 +153,7 @@ def train_model(
     protocol = plan.protocol
     dependencies = trained_dependencies(job, plan, registry, runs_dir)
     strategy = strategy_of(job, registry)
+    check_pretraining([(job, strategy)], data)
     backbone_cls = registry.backbones.get(protocol.backbone.name)
     options = backbone_cls.validate_options(protocol.backbone.options)
     subset = data.splits.subset(job.n, job.seed)
@@ -227,11 +232,23 @@ def train_and_predict(
         "dependencies": dict(sorted(job.depends_on.items())),
         "train_cases": list(train_cases),
         "unlabelled_cases": list(unlabelled),
+        "pretraining": _pretraining(strategy, job, plan, data, runs_dir),
     }
     tmp = folder / (DONE + ".tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
     os.replace(tmp, folder / DONE)
     return JobResult(folder, record)
+
+
+def _pretraining(strategy: Strategy, job: Job, plan: Plan, data: ProtocolData, runs_dir: Path
+                 ) -> dict[str, Any] | None:
+    """The teacher's pretraining (``pretraining_record``): the Job's own when it is a teacher,
+    else its teacher Job's record (``None`` without a teacher)."""
+    own = pretraining_record(strategy, data.dataset)
+    if own is not None or "teacher" not in job.depends_on:
+        return own
+    done = finished(runs_dir, plan, plan.job(job.depends_on["teacher"]))
+    return done.record.get("pretraining") if done is not None else None
 
 
 def _predict_subsets(backbone: Any, trained: TrainedModel, job: Job, data: ProtocolData,

@@ -78,7 +78,7 @@ def write_report(settings: ReportSettings, registry: Registry | None = None) -> 
     analysis = analyse(source.per_case,
                        Settings(stats.baseline, stats.test, stats.correction, stats.alpha,
                                 stats.bootstrap, directions, dict(stats.margin),
-                                primary_endpoint(source)),
+                                primary_endpoint(source), tuple(stats.contrasts)),
                        source.strategies)
     date = settings.date or dt.datetime.now(dt.UTC).date().isoformat()
     commit = git_commit()
@@ -153,9 +153,15 @@ def _write(folder: Path, analysis: Any, context: dict[str, Any], settings: Repor
     tables_dir, figures_dir = folder / "tables", folder / "figures"
     tables = main_tables(analysis)
     subsets = subset_tables(analysis, source.subsets)
+    from kdbench.report.provenance import footnoted, undeclared_training_data
+
+    notes = ({} if protocol is None
+             else undeclared_training_data(protocol, registry, settings.runs_dir))
+    tables, subsets = footnoted(tables, notes), footnoted(subsets, notes)
     for table in tables + subsets:
         table.write(tables_dir)
     results = results_json(analysis, context)
+    results["undeclared_training_data"] = notes  # label -> footnote (docs/foundation_teacher.md)
     for name, rows in flat_tables(results).items():
         frame = pd.DataFrame(rows)
         for column in ("seeds", "cases"):
@@ -180,6 +186,8 @@ def _write(folder: Path, analysis: Any, context: dict[str, Any], settings: Repor
                                     if r["scenario"] == scenario and r["subset"] == subset],
                        "versus": [r for r in results["tests"] if r["unit"] == "seed"
                                   and r["scenario"] == scenario and r["subset"] == subset],
+                       "contrasts": [r for r in results["contrasts"]
+                                     if r["scenario"] == scenario and r["subset"] == subset],
                        "conditional": [r for r in results["tests"] if r["unit"] == "case"
                                        and r["scenario"] == scenario
                                        and r["subset"] == subset]}

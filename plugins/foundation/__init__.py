@@ -10,7 +10,11 @@ on the test set like any teacher Job, and students (``kd``) distil from it.
 Weights are read with ``torch.load(..., weights_only=True)`` or ``safetensors``: never by
 unpickling arbitrary objects. ``checkpoint_sha256`` pins the file. A bundle's config is
 instantiated with MONAI's ``ConfigParser`` (a config can hold Python expressions: treat a
-bundle like code you install). See docs/foundation_teacher.md.
+bundle like code you install). The checkpoint declares the cases it was trained on (a side file
+``<checkpoint>.training_cases.txt``, ``training_cases_file``, or a bundle's
+``configs/metadata.json`` ``training_cases``): kdbench refuses it when one of them is a test
+case (``pretraining_cases``), and refuses an undeclared one unless
+``allow_undeclared_training_data``. See docs/foundation_teacher.md.
 
 torch, MONAI and safetensors are imported only inside functions: loading this plugin costs
 milliseconds. ``checkpoints`` reads the files, ``network`` holds the module kdbench trains.
@@ -99,6 +103,21 @@ class FoundationTeacherParams(HParams):
         help="epochs of fine-tuning; 0: the protocol's training.epochs",
         source="kdbench choice: the protocol's budget unless set",
     )
+    training_cases_file: str = hparam(
+        "",
+        help="file listing the case ids the checkpoint was trained on (.txt: one per line, "
+        "'#' comments; .csv: a case_id column); empty: <checkpoint>.training_cases.txt beside "
+        "the checkpoint. A bundle's configs/metadata.json `training_cases` list is read too",
+        source="kdbench choice: a pretrained teacher says what it saw, so that no test case "
+        "is among it (docs/foundation_teacher.md)",
+    )
+    allow_undeclared_training_data: bool = hparam(
+        False,
+        help="run a checkpoint that declares no training cases (they are then not checked "
+        "against the test set, and the report flags the strategies that use it)",
+        source="kdbench choice: refused by default, since BraTS 2018 cases are in BraTS "
+        "2021/2023 under new ids",
+    )
 
 
 class FoundationTeacher(Strategy, Teacher):
@@ -133,6 +152,29 @@ class FoundationTeacher(Strategy, Teacher):
                                f"protocol's epochs) or positive, got {epochs}")
         return dataclasses.replace(budget, initial_lr=float(self.hparams["fine_tune_lr"]),
                                    epochs=epochs or budget.epochs)
+
+    # -- provenance -----------------------------------------------------------------------------
+
+    def pretraining_cases(self) -> tuple[str, ...] | None:
+        """The case ids the checkpoint declares it was trained on (see
+        :func:`~kdbench_plugins.foundation.checkpoints.declared_training_cases`); ``None`` when
+        it declares none and ``allow_undeclared_training_data`` is true.
+
+        Raises:
+            KdbenchError: the checkpoint is missing, a declaration cannot be read, or none is
+                given and undeclared training data is not allowed.
+        """
+        from kdbench_plugins.foundation import checkpoints
+
+        source = checkpoints.checkpoint_path(self.hparams["checkpoint"])
+        architecture = self.hparams["architecture"]
+        found = checkpoints.declared_training_cases(source, architecture,
+                                                    self.hparams["training_cases_file"])
+        if found is not None:
+            return found[0]
+        if self.hparams["allow_undeclared_training_data"]:
+            return None
+        raise KdbenchError(checkpoints.undeclared_message(source, architecture))
 
     # -- the model ------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Reading a foundation model from local files: the checkpoint's path and sha256, the network
 (MONAI SegResNet / SwinUNETR, or a MONAI bundle's ``network_def``) and its weights, without
-unpickling arbitrary objects (``torch.load(weights_only=True)`` or safetensors).
+unpickling arbitrary objects (``torch.load(weights_only=True)`` or safetensors), and the case
+ids it declares it was trained on (a side file, or a bundle's ``configs/metadata.json``).
 
 torch, MONAI and safetensors are imported inside the functions that use them.
 """
@@ -23,6 +24,13 @@ NESTED_KEYS: tuple[str, ...] = ("state_dict", "model", "network_weights")
 PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
 BUNDLE_CONFIGS: tuple[str, ...] = ("inference.json", "inference.yaml", "inference.yml")
 BUNDLE_WEIGHTS: tuple[str, ...] = ("model.safetensors", "model.pt")
+#: The side file beside a checkpoint (``<checkpoint>.training_cases.txt``) listing its
+#: training cases, read when ``training_cases_file`` is empty.
+TRAINING_CASES_SUFFIX = ".training_cases.txt"
+#: The key of a bundle's ``configs/metadata.json`` listing its training cases.
+METADATA_KEY = "training_cases"
+#: The column of a CSV ``training_cases_file`` holding the case ids.
+CSV_COLUMN = "case_id"
 
 
 def checkpoint_path(text: str, must_exist: bool = True) -> Path:
@@ -224,3 +232,107 @@ def load_pretrained(network: Any, path: Path) -> None:
             f"({type(network).__name__}): {'; '.join(parts)}. Check `architecture` and "
             "`network_kwargs` (or the bundle's network_def)")
     network.load_state_dict(weights, strict=True)
+
+
+# -- declared training cases --------------------------------------------------------------------
+
+
+def side_file(checkpoint: Path) -> Path:
+    """``<checkpoint>.training_cases.txt``, beside the weights file or bundle directory."""
+    return checkpoint.with_name(checkpoint.name + TRAINING_CASES_SUFFIX)
+
+
+def declared_training_cases(checkpoint: Path, architecture: str, listed: str
+                            ) -> tuple[tuple[str, ...], list[Path]] | None:
+    """The case ids a checkpoint declares it was trained on, and the files declaring them.
+
+    Read, and joined: ``listed`` (the ``training_cases_file`` hyper-parameter) or, when it is
+    empty, the side file ``<checkpoint>.training_cases.txt``; and, for a bundle, the
+    ``training_cases`` list of its ``configs/metadata.json``. An empty list is a declaration:
+    the checkpoint saw no case of any BraTS release.
+
+    Returns:
+        ``(ids in first-seen order, files)``, or ``None`` when nothing declares them.
+
+    Raises:
+        KdbenchError: ``listed`` does not exist, or a declaration cannot be read (naming the
+            file and what it must hold).
+    """
+    files: list[Path] = []
+    if str(listed).strip():
+        path = Path(os.path.expanduser(str(listed)))
+        path = path if path.is_absolute() else Path.cwd() / path
+        if not path.is_file():
+            raise KdbenchError(
+                f"foundation teacher: training_cases_file {listed!r} not found at {path} "
+                f"(relative paths resolve against the working directory {Path.cwd()})")
+        files.append(path)
+    elif side_file(checkpoint).is_file():
+        files.append(side_file(checkpoint))
+    ids: list[str] = [i for f in files for i in _read_case_list(f)]
+    metadata = checkpoint / "configs" / "metadata.json"
+    if architecture == "bundle" and metadata.is_file():
+        listed_ids = _bundle_cases(metadata)
+        if listed_ids is not None:
+            files.append(metadata)
+            ids.extend(listed_ids)
+    if not files:
+        return None
+    return tuple(dict.fromkeys(ids)), files
+
+
+def undeclared_message(checkpoint: Path, architecture: str) -> str:
+    """What to do when a checkpoint declares no training cases."""
+    bundle = (f", add \"{METADATA_KEY}\": [...] to {checkpoint / 'configs' / 'metadata.json'}"
+              if architecture == "bundle" else "")
+    return (
+        f"foundation teacher: checkpoint {checkpoint} declares no training cases, so kdbench "
+        "cannot check that none of them is in the test set (a BraTS 2018 case is in BraTS "
+        "2021/2023 under a new id). List the case ids it was trained on, one per line ('#' "
+        f"comments), in {side_file(checkpoint)}{bundle}, or name such a file (or a CSV with a "
+        f"{CSV_COLUMN} column) with `teacher_hparams: {{training_cases_file: PATH}}`; an empty "
+        "list declares that it saw no BraTS case. Or set `teacher_hparams: "
+        "{allow_undeclared_training_data: true}`: the report then flags the strategies that "
+        "use it (docs/foundation_teacher.md)")
+
+
+def _read_case_list(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KdbenchError(f"foundation teacher: cannot read the training cases in {path} "
+                           f"({exc}); it must be UTF-8 text") from None
+    if path.suffix.lower() != ".csv":
+        return [line.split("#", 1)[0].strip() for line in text.splitlines()
+                if line.split("#", 1)[0].strip()]
+    import csv
+    import io
+
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise KdbenchError(f"foundation teacher: {path} is not a readable CSV ({exc})") from None
+    header = [h.strip().lower() for h in (rows[0] if rows else [])]
+    if CSV_COLUMN not in header:
+        raise KdbenchError(
+            f"foundation teacher: {path} has no {CSV_COLUMN} column (columns: "
+            f"{', '.join(header) or 'none'}); put the ids the checkpoint was trained on in a "
+            f"column named {CSV_COLUMN}, or list them one per line in a .txt file")
+    column = header.index(CSV_COLUMN)
+    return [row[column].strip() for row in rows[1:] if len(row) > column and row[column].strip()]
+
+
+def _bundle_cases(metadata: Path) -> list[str] | None:
+    try:
+        found = json.loads(metadata.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KdbenchError(f"foundation teacher: {metadata} is not readable JSON ({exc})"
+                           ) from None
+    if not isinstance(found, dict) or METADATA_KEY not in found:
+        return None
+    listed = found[METADATA_KEY]
+    if not isinstance(listed, list) or not all(isinstance(c, str) for c in listed):
+        raise KdbenchError(
+            f"foundation teacher: {metadata}: \"{METADATA_KEY}\" must be a list of case id "
+            f"strings, got {type(listed).__name__}")
+    return [c.strip() for c in listed if c.strip()]

@@ -35,10 +35,13 @@ def test_plugins_json_and_plugins_dir(tmp_path):
     assert names["kd"]["registered"] == {"strategies": ["kd"]}
     assert names["phantom"]["registered"] == {"datasets": ["phantom"]}
     assert set(data["components"]["strategies"]) == {"mono", "multi", "kd", "hemis", "uhved",
-                                                     "synthesis", "genkd"}
-    assert set(data["components"]["teachers"]) == {"multi", "synthesis", "foundation"}
+                                                     "synthesis", "genkd", "label_smoothing",
+                                                     "pseudo_label"}
+    assert set(data["components"]["teachers"]) == {"multi", "mono", "synthesis", "foundation",
+                                                   "hemis", "uhved"}
     assert set(data["components"]["generators"]) == {"unet_generator"}
-    assert names["hetero_modal"]["registered"] == {"strategies": ["hemis", "uhved"]}
+    assert names["hetero_modal"]["registered"] == {"strategies": ["hemis", "uhved"],
+                                                   "teachers": ["hemis", "uhved"]}
 
     (tmp_path / "extra.py").write_text(STRATEGY.format(name="extra"))
     out = run_cli("--plugins-dir", str(tmp_path), "plugins", "--json")

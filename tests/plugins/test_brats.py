@@ -172,6 +172,49 @@ def test_duplicate_case_in_hgg_and_lgg(tmp_path: Path) -> None:
     assert ids.count(dup) == 1 and len(ids) == 3
 
 
+def test_mapping_tables_link_the_ids_of_one_patient(tmp_path: Path) -> None:
+    """BraTS 2020's name_mapping.csv, a BraTS 2021-style table and a 2023 one (saved as CSV)
+    are mapping tables; a CSV with fewer than two BraTS-year columns is not."""
+    root = rf.make_release(tmp_path / "release", "2021", n_cases=3)
+    ids = rf.case_ids("2021", 3)
+    (root / "name_mapping.csv").write_text(
+        "Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,TCGA_TCIA_subject_ID,"
+        "BraTS_2019_subject_ID,BraTS_2020_subject_ID\n"
+        "HGG,Brats17_CBICA_AAB_1,Brats18_CBICA_AAB_1,NA,BraTS19_CBICA_AAB_1,"
+        "BraTS20_Training_001\n"
+        "LGG,NA,NA,TCGA-CS-4941,NA,BraTS20_Training_002\n")  # one id: no link
+    (root / "BraTS21-17_Mapping.csv").write_text(
+        "BraTS2021,BraTS2020,BraTS2019,BraTS2018,BraTS2017\n"
+        f"{ids[0]},BraTS20_Training_001,BraTS19_CBICA_AAB_1,Brats18_CBICA_AAB_1,\n"
+        f"{ids[1]},BraTS20_Training_003,,Brats18_2013_2_1,n/a\n")
+    (root / "BraTS2023_2017_GLI_Mapping.csv").write_text(
+        "BraTS2023,BraTS2021,Site\nBraTS-GLI-00002-000,BraTS2021_00002,upenn\n")
+    (root / "survival_info.csv").write_text(
+        "Brats20ID,Age,Survival_days\nBraTS20_Training_001,60,289\n")  # one id column
+    (root / "hostile.csv").write_text("BraTS2021,BraTS2018\n../../etc,Brats18_x_1\n")
+    release = read(root)
+    assert release.problems == []
+    assert sorted(release.aliases) == sorted([
+        ("Brats17_CBICA_AAB_1", "Brats18_CBICA_AAB_1", "BraTS19_CBICA_AAB_1",
+         "BraTS20_Training_001"),
+        (ids[0], "BraTS20_Training_001", "BraTS19_CBICA_AAB_1", "Brats18_CBICA_AAB_1"),
+        (ids[1], "BraTS20_Training_003", "Brats18_2013_2_1"),
+        ("BraTS-GLI-00002-000", ids[2])])
+    from kdbench.cases import alias_map
+
+    aliases = alias_map(release.aliases, ids)
+    assert aliases["Brats17_CBICA_AAB_1"] == (ids[0],)  # through the 2020 table
+    assert aliases["BraTS-GLI-00002-000"] == (ids[2],)
+    assert "Brats18_x_1" not in aliases and ids[0] not in aliases
+
+
+def test_releases_without_mapping_tables_have_no_aliases(releases: dict[str, Path]) -> None:
+    for scheme in ("2018", "2021", "2023"):
+        assert read(releases[scheme]).aliases == []
+    # the factory's 2020 name_mapping.csv has only 2020 ids (older ones NA)
+    assert read(releases["2020"]).aliases == []
+
+
 def test_registered(registry) -> None:  # noqa: ANN001 - the session's Registry
     assert registry.datasets.get("brats") is BratsRelease
     assert registry.datasets.get("nnunet_raw") is NnUNetRawDataset

@@ -346,3 +346,68 @@ def test_kd_with_a_foundation_teacher_plans_one_teacher_job_per_cell(
         assert teacher.hparams["checkpoint"] == teacher_hparams["checkpoint"]
         assert teacher.kind == "teacher"
     assert not [j for j in plan.jobs if j.component == "multi"]
+
+
+# -- declared training cases (no leakage into the test set: tests/engine/test_pretraining_leak.py)
+
+
+def test_declared_training_cases_from_side_files_and_bundle_metadata(tmp_path, monkeypatch):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"weights")
+    side = tmp_path / "w.pt.training_cases.txt"
+    side.write_text("# trained on BraTS 2018\nBrats18_CBICA_AAB_1\n\nBrats18_2013_2_1  # HGG\n"
+                    "Brats18_CBICA_AAB_1\n")
+    assert _teacher(checkpoint=str(weights)).pretraining_cases() == (
+        "Brats18_CBICA_AAB_1", "Brats18_2013_2_1")
+    side.write_text("# trained on no BraTS case\n")  # an empty list is a declaration
+    assert _teacher(checkpoint=str(weights)).pretraining_cases() == ()
+    # a named CSV replaces the side file (relative to the working directory)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cases.csv").write_text("site,Case_ID\nupenn,BraTS2021_00000\nx,\n")
+    assert _teacher(checkpoint=str(weights), training_cases_file="cases.csv"
+                    ).pretraining_cases() == ("BraTS2021_00000",)
+    # a bundle: configs/metadata.json "training_cases", joined with the side file
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(
+        {"version": "0.5.0", "training_cases": ["Brats18_CBICA_ABC_1"]}))
+    (tmp_path / "bundle.training_cases.txt").write_text("Brats18_CBICA_XYZ_1\n")
+    assert _teacher(checkpoint=str(bundle), architecture="bundle").pretraining_cases() == (
+        "Brats18_CBICA_XYZ_1", "Brats18_CBICA_ABC_1")
+
+
+def test_undeclared_or_unreadable_training_cases_are_refused(tmp_path):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"weights")
+    with pytest.raises(KdbenchError) as error:
+        _teacher(checkpoint=str(weights)).pretraining_cases()
+    message = str(error.value)
+    assert f"checkpoint {weights} declares no training cases" in message
+    assert f"{weights}.training_cases.txt" in message and "training_cases_file" in message
+    assert "allow_undeclared_training_data: true" in message
+    assert _teacher(checkpoint=str(weights), allow_undeclared_training_data=True
+                    ).pretraining_cases() is None
+    with pytest.raises(KdbenchError, match="training_cases_file 'none.txt' not found"):
+        _teacher(checkpoint=str(weights), training_cases_file="none.txt").pretraining_cases()
+    (tmp_path / "ids.csv").write_text("id\nBraTS2021_00000\n")
+    with pytest.raises(KdbenchError, match=r"ids\.csv has no case_id column \(columns: id\)"):
+        _teacher(checkpoint=str(weights), training_cases_file=str(tmp_path / "ids.csv")
+                 ).pretraining_cases()
+    (tmp_path / "latin1.txt").write_bytes("BraTS_caf\xe9".encode("latin-1"))
+    with pytest.raises(KdbenchError, match="cannot read the training cases .* UTF-8"):
+        _teacher(checkpoint=str(weights), training_cases_file=str(tmp_path / "latin1.txt")
+                 ).pretraining_cases()
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    metadata = bundle / "configs" / "metadata.json"
+    metadata.write_text(json.dumps({"version": "0.5.0"}))  # no key: not a declaration
+    with pytest.raises(KdbenchError, match=r'add "training_cases": \[\.\.\.\] to .*metadata'):
+        _teacher(checkpoint=str(bundle), architecture="bundle").pretraining_cases()
+    metadata.write_text(json.dumps({"training_cases": "Brats18_CBICA_AAB_1"}))
+    with pytest.raises(KdbenchError, match='"training_cases" must be a list of case id'):
+        _teacher(checkpoint=str(bundle), architecture="bundle").pretraining_cases()
+    metadata.write_text("{not json")
+    with pytest.raises(KdbenchError, match="metadata.json is not readable JSON"):
+        _teacher(checkpoint=str(bundle), architecture="bundle").pretraining_cases()
+    with pytest.raises(KdbenchError, match="not found"):  # the checkpoint itself first
+        _teacher(checkpoint=str(tmp_path / "gone.pt")).pretraining_cases()
