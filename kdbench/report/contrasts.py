@@ -66,12 +66,17 @@ def contrast_table(per_case: pd.DataFrame, contrasts: Sequence[Any], *,
                 state = STATES.get(found, found)
                 if found not in STATES and _p_below(result, -delta) < alpha:
                     state = "below −δ"
+            note = result.note
+            values = grid.to_numpy(float)
+            if values.size and not np.any(values):
+                note = ("identical results: the two strategies are the same Jobs here (e.g. a "
+                        "fixed-size teacher at its own N)")
             rows.append({"contrast": contrast.name, "strategy": contrast.strategy,
                          "control": contrast.control, **dict(zip(GROUP, key, strict=True)),
                          "seeds": result.seeds, "cases": result.cases,
                          "difference": sign * result.gain, "ci_low": low, "ci_high": high,
                          "se": result.se, "df": result.df, "p": result.p, "delta": delta,
-                         "state": state, "note": result.note})
+                         "state": state, "note": note})
     return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
 
 

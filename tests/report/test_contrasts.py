@@ -106,3 +106,12 @@ def test_a_report_has_the_privileged_effect_table(tmp_path):
                   str(tmp_path / "reports"), cwd=tmp_path)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "contrast 'privileged': control 'kd_mono' has no row" in bad.stderr
+
+
+def test_the_same_jobs_under_two_labels_are_said_to_be_identical():
+    table = _rows({"kd": {"WT": 0.03}})
+    copy = table.assign(strategy="kd_fixed_teacher")
+    out = contrast_table(pd.concat([table, copy]), [SimpleNamespace(
+        name="teacher_size", strategy="kd_fixed_teacher", control="kd")],
+        higher_is_better={}, margin={"dice": 0.02}, alpha=0.05)
+    assert out.loc[0, "difference"] == 0 and "identical results" in out.loc[0, "note"]
