@@ -79,12 +79,16 @@ class CaseFiles:
         label: the segmentation file (``None`` if missing, reported as a problem).
         metadata: e.g. ``{"grade": "HGG", "source_id": "Brats18_2013_2_1"}``; ``grade`` (or
             ``source``) is used to stratify the test set.
+        reference: a second segmentation that scoring uses instead of ``label`` (e.g. the
+            phantom's true labels beside a rater's noisy annotation, ``<case>_seg_reference``):
+            training and validation read ``label`` only. ``None``: ``label`` is the reference.
     """
 
     case_id: str
     images: Mapping[str, Path]
     label: Path | None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    reference: Path | None = None
 
 
 @dataclass

@@ -223,7 +223,10 @@ def read_case(folder: Path, names: Mapping[str, str], scheme: Scheme,
     meta = {"source_id": cid, **metadata}
     if scheme.convention == "brats2023" and (match := _SOURCE_2023.match(cid)):
         meta["source"] = match.group(1).upper()
-    return CaseFiles(cid, images, label, meta), problems
+    # a reference for scoring beside the training label (the phantom's true labels under
+    # annotation noise); BraTS releases have none
+    reference = find_file(folder, names, f"{cid}{scheme.sep}seg_reference")
+    return CaseFiles(cid, images, label, meta, reference), problems
 
 
 def _failed(root: Path, layout: str, problem: str, fix: str) -> Release:

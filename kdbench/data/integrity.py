@@ -142,6 +142,8 @@ def check_case(case: CaseFiles, allowed: tuple[int, ...], root: Path | None = No
     files: list[tuple[str, Path]] = [*case.images.items()]
     if case.label is not None:
         files.append(("segmentation", case.label))
+    if case.reference is not None:
+        files.append(("reference segmentation", case.reference))
     for role, path in files:
         if root is not None and (outside := _outside(path, root)) is not None:
             problems.append(Problem(
@@ -155,7 +157,7 @@ def check_case(case: CaseFiles, allowed: tuple[int, ...], root: Path | None = No
         grids[role] = (path, data.shape, affine)
         if data.dtype.kind == "f":
             problems.extend(_non_finite(case.case_id, path, data))
-        if role == "segmentation":
+        if role in ("segmentation", "reference segmentation"):
             problems.extend(_label_values(case.case_id, path, data, allowed))
         del data  # one volume in memory at a time
     # Every file must lie on the segmentation's grid (or the first image's, without one).

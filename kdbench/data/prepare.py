@@ -141,7 +141,8 @@ def _fingerprint(release: Release, reader: Any, options: dict[str, Any],
 
     cases = [
         [c.case_id, sorted(c.metadata.items()),
-         sorted((m, stat(p)) for m, p in c.images.items()), stat(c.label)]
+         sorted((m, stat(p)) for m, p in c.images.items()), stat(c.label),
+         *([stat(c.reference)] if c.reference is not None else [])]
         for c in release.cases
     ]
     return content_id({
@@ -328,7 +329,9 @@ def _write_cases(folder: Path, release: Release, source: Path, cases: list[CaseF
         "label_convention": release.label_convention,
         "cases": [{"id": c.case_id, "metadata": dict(c.metadata),
                    "images": {m: os.path.relpath(p, source) for m, p in c.images.items()},
-                   "label": os.path.relpath(c.label, source) if c.label else None}
+                   "label": os.path.relpath(c.label, source) if c.label else None,
+                   **({"reference": os.path.relpath(c.reference, source)}
+                      if c.reference is not None else {})}
                   for c in cases],
     })
     if excluded:

@@ -53,7 +53,15 @@ class PreparedDataset:
         return self._files
 
     def reference(self, case_id: str) -> Path:
-        """The case's segmentation in the source release (the reference for scoring)."""
+        """The segmentation the case is scored against, in the source release: its reference
+        segmentation when the release gives one (the phantom's true labels beside a rater's
+        annotation), else its label. Training and validation never read it: the backbone
+        prepared them from :meth:`label`."""
+        entry = self._listing()[case_id]
+        return Path(self.marker["source"]) / entry.get("reference", entry["label"])
+
+    def label(self, case_id: str) -> Path:
+        """The case's segmentation that training and validation read, in the source release."""
         return Path(self.marker["source"]) / self._listing()[case_id]["label"]
 
     def image(self, case_id: str, modality: str) -> Path:

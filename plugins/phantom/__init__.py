@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 from kdbench import Dataset, DatasetOptions, hookimpl
 from kdbench_plugins.phantom.build import PHANTOM_VERSION, generate_phantom
@@ -30,10 +30,25 @@ from kdbench_plugins.phantom.build import PHANTOM_VERSION, generate_phantom
 if TYPE_CHECKING:
     from kdbench.registry import CategoryRegistry
 
-__all__ = ["PhantomDataset", "PhantomOptions", "generate_phantom", "kdbench_register_datasets"]
+__all__ = ["LabelNoiseOptions", "PhantomDataset", "PhantomOptions", "generate_phantom",
+           "kdbench_register_datasets"]
 
 #: Smallest grid side: below this the tumour's sub-regions are no longer representable.
 MIN_SIDE = 24
+
+
+class LabelNoiseOptions(BaseModel):
+    """The rater model of ``label_noise`` (``docs/phantom.md``, "Annotation noise")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    boundary_mm: float = Field(4.0, ge=0, le=20, description="RMS displacement of the "
+                               "boundaries (mm).")
+    correlation_mm: float = Field(15.0, gt=0, le=200, description="Length over which the "
+                                  "displacement varies (mm).")
+    lobe_drop_p: float = Field(0.3, ge=0, le=1, description="Probability of leaving out one "
+                               "lobe of edema.")
+    lobe_mm: float = Field(10.0, gt=0, le=100, description="Radius of the edema left out (mm).")
 
 
 class PhantomOptions(DatasetOptions):
@@ -55,6 +70,24 @@ class PhantomOptions(DatasetOptions):
             "'procedural' (a synthetic brain), or 'auto' (mni when available)."
         ),
     )
+
+    label_noise: LabelNoiseOptions | None = Field(
+        None,
+        description=(
+            "Annotation noise (a model of inter-rater variability): each case's seg is a "
+            "rater's annotation, which training and validation read, and seg_reference its "
+            "true labels, which the test set is scored on. Default: exact labels."
+        ),
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_noise(self, handler):  # noqa: ANN001, ANN202 - pydantic's protocol
+        """``label_noise`` is left out when not set, so a phantom without it keeps the ids
+        (dataset name, Job ids) it had before the option existed."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("label_noise") is None:
+            data.pop("label_noise", None)
+        return data
 
     @field_validator("shape")
     @classmethod
@@ -97,12 +130,16 @@ class PhantomDataset(Dataset):
         Returns:
             The release folder holding the ``BraTS2021_NNNNN`` case folders.
         """
+        from kdbench_plugins.phantom.annotation import LabelNoise
+
+        noise = options.label_noise
         return generate_phantom(
             dest,
             cases=options.cases,
             shape=options.shape,
             seed=options.seed,
             anatomy=options.anatomy,
+            label_noise=None if noise is None else LabelNoise(**noise.model_dump()),
         )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from kdbench import KdbenchError
 from kdbench_plugins.phantom import writer
+from kdbench_plugins.phantom.annotation import STREAM, LabelNoise, annotate
 from kdbench_plugins.phantom.anatomy import (
     Tissues,
     deform,
@@ -92,7 +93,8 @@ def case_labels(
 
 
 def synthesise_case(
-    index: int, seed: int, shape: tuple[int, int, int], source: str
+    index: int, seed: int, shape: tuple[int, int, int], source: str,
+    label_noise: LabelNoise | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, TumourSpec]:
     """Make one case in memory.
 
@@ -101,23 +103,35 @@ def synthesise_case(
         seed: the dataset seed.
         shape: grid shape.
         source: anatomy source, ``"mni"`` or ``"procedural"``.
+        label_noise: the rater model, or ``None`` for exact labels.
 
     Returns:
-        ``(arrays, affine, tumour)``: int16 ``t1, t1ce, t2, flair`` and uint8 ``seg`` arrays,
-        their shared affine, and the tumour's parameters.
+        ``(arrays, affine, tumour)``: int16 ``t1, t1ce, t2, flair`` and uint8 ``seg`` arrays
+        (with noise: ``seg`` the annotation, ``seg_reference`` the true labels), their shared
+        affine, and the tumour's parameters.
     """
     tissues, seg, spec, contrast_rng = case_labels(index, seed, shape, source)
     images, _ = render(tissues, seg, spec.low_grade, contrast_rng)
     arrays = {**images, "seg": seg}
+    if label_noise is not None:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, index, STREAM]))
+        arrays["seg"] = annotate(seg, tissues.spacing, label_noise, rng)
+        arrays[writer.REFERENCE] = seg
     return arrays, writer.brats_affine(shape, tissues.spacing), spec
 
 
-def _identity(cases: int, shape: tuple[int, int, int], seed: int, anatomy: str, used: str) -> dict:
-    """What makes two phantoms the same: generator version and options."""
+def _identity(cases: int, shape: tuple[int, int, int], seed: int, anatomy: str, used: str,
+              label_noise: LabelNoise | None = None) -> dict:
+    """What makes two phantoms the same: generator version and options (``label_noise`` only
+    when set: a phantom without it is the same as before the option existed)."""
+    options: dict[str, Any] = {"cases": cases, "shape": list(shape), "seed": seed,
+                               "anatomy": anatomy}
+    if label_noise is not None:
+        options["label_noise"] = asdict(label_noise)
     return {
         "generator": "kdbench phantom",
         "version": PHANTOM_VERSION,
-        "options": {"cases": cases, "shape": list(shape), "seed": seed, "anatomy": anatomy},
+        "options": options,
         "anatomy_used": used,
     }
 
@@ -140,6 +154,7 @@ def generate_phantom(
     shape: tuple[int, int, int] = (64, 64, 64),
     seed: int = 0,
     anatomy: Anatomy = "auto",
+    label_noise: LabelNoise | None = None,
 ) -> Path:
     """Write a synthetic BraTS 2021-layout release under ``dest`` (idempotent).
 
@@ -154,6 +169,9 @@ def generate_phantom(
         shape: grid shape; each side at least 24.
         seed: dataset seed; case ``k`` depends only on ``(seed, k)``.
         anatomy: ``"auto"``, ``"mni"`` or ``"procedural"`` (see :func:`resolve_anatomy`).
+        label_noise: the rater model (:mod:`~kdbench_plugins.phantom.annotation`): each case's
+            ``seg`` is then a rater's annotation and ``seg_reference`` its true labels; ``None``
+            (default): exact labels, the files of a phantom without the option.
 
     Returns:
         The release folder ``dest``.
@@ -165,7 +183,8 @@ def generate_phantom(
     dest = Path(dest)
     shape = (int(shape[0]), int(shape[1]), int(shape[2]))
     used = resolve_anatomy(anatomy)
-    identity = _identity(cases, shape, seed, anatomy, used)
+    identity = _identity(cases, shape, seed, anatomy, used, label_noise)
+    noisy = label_noise is not None
     fix = "choose another output folder (--out) or delete it"
     if dest.exists() and not dest.is_dir():
         raise KdbenchError(f"phantom output {dest} is a file, not a folder; {fix}")
@@ -180,7 +199,7 @@ def generate_phantom(
                 f"{dest} already holds a phantom made with other options "
                 f"({_differences(manifest, identity)}); {fix}"
             )
-        if all(writer.is_complete_case(dest, c) for c in ids):
+        if all(writer.is_complete_case(dest, c, noisy) for c in ids):
             return dest
     elif partial is not None:
         if partial != identity:
@@ -198,12 +217,12 @@ def generate_phantom(
     tumours: dict[str, dict] = {}
     spacing = template(used, shape).spacing
     for index, cid in enumerate(ids):
-        if writer.is_complete_case(dest, cid):
+        if writer.is_complete_case(dest, cid, noisy):
             # Left by an interrupted run with these options: keep it, re-derive its record.
-            files.update(writer.hash_case(dest, cid))
+            files.update(writer.hash_case(dest, cid, noisy))
             tumours[cid] = asdict(case_labels(index, seed, shape, used)[2])
             continue
-        arrays, affine, spec = synthesise_case(index, seed, shape, used)
+        arrays, affine, spec = synthesise_case(index, seed, shape, used, label_noise)
         files.update(writer.write_case(dest, cid, arrays, affine))
         tumours[cid] = asdict(spec)
     manifest = {
@@ -212,6 +231,9 @@ def generate_phantom(
         "affine": writer.brats_affine(shape, spacing).tolist(),
         "image_dtype": "int16",
         "labels": {"0": "background", "1": "NCR/NET", "2": "edema", "4": "enhancing tumour"},
+        **({"annotation": {"seg": "a rater's annotation (training and validation read it)",
+                           writer.REFERENCE: "the true labels (the test set is scored on "
+                                             "them)"}} if noisy else {}),
         "cases": ids,
         "files": files,
         "tumours": tumours,

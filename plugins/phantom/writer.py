@@ -26,6 +26,14 @@ MANIFEST = "phantom.json"
 PARTIAL = ".phantom-partial.json"
 TMP_PREFIX = ".tmp-phantom-"
 SUFFIXES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair", "seg")
+#: The true labels of a phantom with annotation noise, beside the rater's ``seg`` (the
+#: reference the test set is scored against; ``docs/phantom.md``).
+REFERENCE = "seg_reference"
+
+
+def suffixes(reference: bool) -> tuple[str, ...]:
+    """The files of a case: the four images and ``seg``, and ``seg_reference`` with noise."""
+    return (*SUFFIXES, REFERENCE) if reference else SUFFIXES
 
 
 def case_id(index: int) -> str:
@@ -81,7 +89,7 @@ def write_case(dest: Path, cid: str, arrays: dict[str, np.ndarray], affine: np.n
     Args:
         dest: the release folder.
         cid: the case id (folder name and file prefix).
-        arrays: ``t1, t1ce, t2, flair, seg`` arrays of one shape.
+        arrays: ``t1, t1ce, t2, flair, seg`` (and ``seg_reference``) arrays of one shape.
         affine: the shared affine.
 
     Returns:
@@ -92,7 +100,7 @@ def write_case(dest: Path, cid: str, arrays: dict[str, np.ndarray], affine: np.n
         shutil.rmtree(tmp)
     tmp.mkdir()
     digests = {}
-    for suffix in SUFFIXES:
+    for suffix in suffixes(REFERENCE in arrays):
         name = f"{cid}_{suffix}.nii.gz"
         blob = nifti_gz_bytes(arrays[suffix], affine)
         (tmp / name).write_bytes(blob)
@@ -103,36 +111,39 @@ def write_case(dest: Path, cid: str, arrays: dict[str, np.ndarray], affine: np.n
     except OSError:
         # Another process finished the same case first; its files are identical.
         shutil.rmtree(tmp, ignore_errors=True)
-        if not is_complete_case(dest, cid):
+        if not is_complete_case(dest, cid, REFERENCE in arrays):
             raise
     return digests
 
 
-def is_complete_case(dest: Path, cid: str) -> bool:
-    """Whether ``dest/cid`` holds its five files (case folders only appear when complete).
+def is_complete_case(dest: Path, cid: str, reference: bool = False) -> bool:
+    """Whether ``dest/cid`` holds its five files (six with ``reference``; case folders only
+    appear when complete).
 
     Args:
         dest: the release folder.
         cid: the case id.
+        reference: whether the case has true labels beside the annotation.
 
     Returns:
         True when every file exists.
     """
-    return all((dest / cid / f"{cid}_{s}.nii.gz").is_file() for s in SUFFIXES)
+    return all((dest / cid / f"{cid}_{s}.nii.gz").is_file() for s in suffixes(reference))
 
 
-def hash_case(dest: Path, cid: str) -> dict[str, str]:
+def hash_case(dest: Path, cid: str, reference: bool = False) -> dict[str, str]:
     """sha256 of each file of an existing case, keyed like :func:`write_case`'s result.
 
     Args:
         dest: the release folder.
         cid: the case id.
+        reference: whether the case has true labels beside the annotation.
 
     Returns:
         The digests.
     """
     out = {}
-    for s in SUFFIXES:
+    for s in suffixes(reference):
         rel = f"{cid}/{cid}_{s}.nii.gz"
         out[rel] = hashlib.sha256((dest / rel).read_bytes()).hexdigest()
     return out
