@@ -17,6 +17,7 @@ from pydantic import (
     PositiveInt,
     SerializerFunctionWrapHandler,
     model_serializer,
+    model_validator,
 )
 
 from kdbench import Backbone, BackboneOptions, hookimpl
@@ -45,8 +46,9 @@ class NnUNetOptions(BackboneOptions):
     configuration: Literal["3d_fullres", "2d", "3d_lowres"] = Field(
         "3d_fullres", description="nnU-Net configuration to train."
     )
-    patch_size: tuple[int, int, int] | None = Field(
-        None, description="Override of the planned patch size (tiny plans on CPU)."
+    patch_size: tuple[int, int] | tuple[int, int, int] | None = Field(
+        None, description="Override of the planned patch size (tiny plans on CPU): three "
+        "values for the 3d configurations, two (one slice) for 2d."
     )
     batch_size: int | None = Field(None, ge=1, description="Override of the planned batch size.")
     features_per_stage: tuple[PositiveInt, ...] | None = Field(
@@ -61,6 +63,19 @@ class NnUNetOptions(BackboneOptions):
         "workers (as nnU-Net does); 'gpu' runs the same transforms batched on the training "
         "device, the workers only loading and cropping (docs/augmentation.md).",
     )
+
+    @model_validator(mode="after")
+    def _patch_matches_configuration(self) -> NnUNetOptions:
+        if self.patch_size is not None:
+            wanted = 2 if self.configuration == "2d" else 3
+            if len(self.patch_size) != wanted:
+                raise ValueError(
+                    f"configuration {self.configuration!r} takes a patch_size of {wanted} "
+                    f"values, got {list(self.patch_size)}")
+        if self.configuration == "2d" and self.augmentation == "gpu":
+            raise ValueError("augmentation 'gpu' is for 3d patches; use the default "
+                             "augmentation with configuration '2d'")
+        return self
 
     @model_serializer(mode="wrap")
     def _omit_default_augmentation(self, handler: SerializerFunctionWrapHandler
