@@ -26,6 +26,7 @@ import math
 from typing import Any
 
 from kdbench import BuildContext, SettingsContext, Strategy, TrainingStep, hookimpl, hparam
+from kdbench_plugins.genkd import first_unlabelled, unlabelled_pool_problems
 from kdbench_plugins.kd import DistillationParams, binary_kl
 
 
@@ -101,14 +102,7 @@ class PseudoLabelControl(Strategy):
     def check_settings(cls, hparams: Any, context: SettingsContext
                        ) -> list[tuple[tuple[str, ...], str]]:
         """The unlabelled cases must fit in the pool."""
-        wanted = int(hparams["unlabelled_cases"])
-        if context.unlabelled_pool is not None and wanted > context.unlabelled_pool:
-            return [(("hparams", "unlabelled_cases"),
-                     f"unlabelled_cases = {wanted}, but only {context.unlabelled_pool} cases "
-                     f"lie outside the test set and the largest training subset "
-                     f"({context.pool_arithmetic}); lower it, lower the largest N, or add "
-                     "cases")]
-        return []
+        return unlabelled_pool_problems(int(hparams["unlabelled_cases"]), context)
 
     def build(self, context: BuildContext) -> Any:
         """The student; its teacher must read no modality beyond the student's (an unlabelled
@@ -123,12 +117,7 @@ class PseudoLabelControl(Strategy):
 
     def unlabelled_cases(self, pool: tuple[str, ...]) -> tuple[str, ...]:
         """The first ``unlabelled_cases`` of the pool (an error when it has fewer)."""
-        wanted = int(self.hparams["unlabelled_cases"])
-        if wanted > len(pool):
-            raise ValueError(f"pseudo_label: unlabelled_cases = {wanted}, but only {len(pool)} "
-                             "cases lie outside the test set and the largest training subset; "
-                             "lower it, lower the largest N, or add cases")
-        return pool[:wanted]
+        return first_unlabelled(self.name, int(self.hparams["unlabelled_cases"]), pool)
 
     def training_loss(self, step: TrainingStep) -> dict[str, Any]:
         """Supervised + λ KL(teacher) on the batch + λ μ KL(teacher) on the unlabelled batch."""

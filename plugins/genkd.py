@@ -57,6 +57,27 @@ def mc_targets(logits: list[list[Any]], temperature: float) -> tuple[list[Any], 
     return probs, agreement
 
 
+def unlabelled_pool_problems(wanted: int, context: SettingsContext
+                             ) -> list[tuple[tuple[str, ...], str]]:
+    """``hparams.unlabelled_cases`` beyond the unlabelled pool (when its size is known), with
+    the pool's arithmetic (shared with the ``pseudo_label`` control)."""
+    if context.unlabelled_pool is None or wanted <= context.unlabelled_pool:
+        return []
+    return [(("hparams", "unlabelled_cases"),
+             f"unlabelled_cases = {wanted}, but only {context.unlabelled_pool} cases lie outside "
+             f"the test set and the largest training subset ({context.pool_arithmetic}); lower "
+             "it, lower the largest N, or add cases")]
+
+
+def first_unlabelled(strategy: str, wanted: int, pool: tuple[str, ...]) -> tuple[str, ...]:
+    """The first ``wanted`` cases of the unlabelled pool (an error when it has fewer)."""
+    if wanted > len(pool):
+        raise ValueError(f"{strategy}: unlabelled_cases = {wanted}, but only {len(pool)} cases "
+                         "lie outside the test set and the largest training subset; lower it, "
+                         "lower the largest N, or add cases")
+    return pool[:wanted]
+
+
 class GenerativeKDParams(DistillationParams):
     """``genkd``'s hyper-parameters: ``kd``'s distillation term and the generator's use."""
 
@@ -142,22 +163,11 @@ class GenerativeKD(Strategy):
                 f"{generator.name!r} cannot sample with these settings (e.g. dropout 0): every "
                 "sample would be its point estimate. Set mc_samples: 1, or give the generator "
                 "noise (generator_hparams: {dropout: 0.1})"))
-        wanted = int(hparams["unlabelled_cases"])
-        if context.unlabelled_pool is not None and wanted > context.unlabelled_pool:
-            problems.append((("hparams", "unlabelled_cases"),
-                f"unlabelled_cases = {wanted}, but only {context.unlabelled_pool} cases lie "
-                f"outside the test set and the largest training subset "
-                f"({context.pool_arithmetic}); lower it, lower the largest N, or add cases"))
-        return problems
+        return problems + unlabelled_pool_problems(int(hparams["unlabelled_cases"]), context)
 
     def unlabelled_cases(self, pool: tuple[str, ...]) -> tuple[str, ...]:
         """The first ``unlabelled_cases`` of the pool (an error when it has fewer)."""
-        wanted = int(self.hparams["unlabelled_cases"])
-        if wanted > len(pool):
-            raise ValueError(f"genkd: unlabelled_cases = {wanted}, but only {len(pool)} cases "
-                             "lie outside the test set and the largest training subset; lower "
-                             "it, lower the largest N, or add cases")
-        return pool[:wanted]
+        return first_unlabelled(self.name, int(self.hparams["unlabelled_cases"]), pool)
 
     # -- targets --------------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ import numpy as np
 
 from kdbench import KdbenchError
 from kdbench_plugins.phantom import writer
-from kdbench_plugins.phantom.annotation import STREAM, LabelNoise, annotate
 from kdbench_plugins.phantom.anatomy import (
     Tissues,
     deform,
@@ -23,6 +22,7 @@ from kdbench_plugins.phantom.anatomy import (
     mni_tissues,
     procedural_tissues,
 )
+from kdbench_plugins.phantom.annotation import STREAM, LabelNoise, annotate
 from kdbench_plugins.phantom.contrast import render
 from kdbench_plugins.phantom.tumour import TumourSpec, make_tumour
 

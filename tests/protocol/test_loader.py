@@ -44,8 +44,8 @@ def test_five_faults_give_five_distinct_located_messages(registry, demo_data, wr
                        "seeds[1] (line {line}): Input should be a valid integer", "- one"),
         "unknown plugin": (lambda d: d["strategies"][1].update(name="multy"),
                            "strategies[1].name (line {line}): unknown strategy 'multy' "
-                           "(registered: genkd, hemis, kd, label_smoothing, mono, multi, pseudo_label, "
-                               "synthesis, uhved); "
+                           "(registered: genkd, hemis, kd, label_smoothing, mono, multi, "
+                               "pseudo_label, synthesis, uhved); "
                            "did you mean 'multi'?",
                            "- name: multy"),
         "N above pool": (lambda d: d.update(training_sizes=[4, 8, 40]),

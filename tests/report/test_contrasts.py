@@ -83,7 +83,8 @@ def test_states_against_the_margin_and_direction_of_a_lower_is_better_metric():
 def test_a_report_has_the_privileged_effect_table(tmp_path):
     effects = {"mono": {"WT": 0.0, "ET": 0.0}, "kd": {"WT": 0.06, "ET": 0.04},
                "kd_born_again": {"WT": 0.01, "ET": 0.04}}
-    _rows(effects, seed_noise=0.004).rename(columns={"N": "n"}).to_csv(tmp_path / "scores.csv", index=False)
+    _rows(effects, seed_noise=0.004).rename(columns={"N": "n"}).to_csv(
+        tmp_path / "scores.csv", index=False)
     out = run_cli("report", "--per-case", str(tmp_path / "scores.csv"), "--baseline", "mono",
                   "--margin", "dice=0.02", "--contrast", "privileged=kd:kd_born_again",
                   "--reports-dir", str(tmp_path / "reports"), "--date", "2026-12-04",
