@@ -98,6 +98,7 @@ def test_the_annotation_is_the_truth_drawn_off_and_the_images_are_unchanged(nois
     assert '"seg_reference": "the true labels' in manifest
 
 
+@pytest.mark.slow  # about 45 s: the noisy phantom prepared through nnU-Net
 def test_training_reads_the_annotation_and_scoring_the_truth(noisy, registry, tmp_path,
                                                              prepared_phantom):
     from kdbench.cases import LABEL_MAPS

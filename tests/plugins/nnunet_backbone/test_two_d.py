@@ -24,6 +24,7 @@ def test_patch_size_must_match_the_configuration():
         16, 16, 16]
 
 
+@pytest.mark.slow  # about a minute: a phantom prepared for 2d and three Jobs
 def test_a_2d_grid_trains_predicts_and_scores_whole_volumes(tmp_path):
     path = phantom_protocol(
         tmp_path, "two_d", cases=8, training_sizes=[4],
