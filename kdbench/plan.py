@@ -142,7 +142,8 @@ class _Builder:
 def build_plan(protocol: Protocol, registry: Registry) -> Plan:
     """Expand a validated protocol into its Jobs.
 
-    The order is fixed by the protocol: for each N, each seed, each scenario, each strategy in
+    The order is fixed by the protocol: for each N, each of its seeds (``seeds_at``), each
+    scenario, each strategy in
     the order listed; a dependency comes before its first dependent. The same protocol and
     plugins give the same Jobs, ids and order, byte for byte.
 
@@ -152,7 +153,7 @@ def build_plan(protocol: Protocol, registry: Registry) -> Plan:
     """
     builder = _Builder(protocol, registry)
     for n in protocol.training_sizes:
-        for seed in protocol.seeds:
+        for seed in protocol.seeds_at(n):
             for scenario in protocol.scenarios:
                 for spec in protocol.strategies:
                     builder.strategy_jobs(spec, scenario, n, seed)

@@ -286,3 +286,29 @@ def test_teacher_design_errors(registry, tmp_path):
     text = str(err.value)
     assert "strategies[0].teacher" in text and "takes no teacher" in text
     assert "strategies[2].teacher.n" in text and "training pool" in text
+
+
+def test_fewer_seeds_at_large_n(registry, tmp_path):
+    """`seeds_per_n`: the first k seeds at the listed N, every seed elsewhere; the Jobs that
+    run are those of the full grid (the same ids)."""
+    import yaml
+
+    from kdbench.errors import KdbenchError
+
+    data = yaml.safe_load(DEMO.read_text())
+    data.update(seeds=[0, 1, 2, 3, 4], seeds_per_n={12: 2})
+    path = tmp_path / "fewer.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    plan = build_plan(load_protocol(path, registry), registry)
+    seeds = {n: sorted({j.seed for j in plan.jobs if j.n == n}) for n in (4, 12)}
+    assert seeds == {4: [0, 1, 2, 3, 4], 12: [0, 1]}
+    data.pop("seeds_per_n")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    full = {j.id for j in build_plan(load_protocol(path, registry), registry).jobs}
+    assert {j.id for j in plan.jobs} <= full and len(plan.jobs) == 3 * (5 + 2)
+    for bad, message in (({40: 2}, "N=40 is not one of the training sizes"),
+                         ({12: 6}, "k must be 1 to 5, got 6")):
+        data["seeds_per_n"] = bad
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        with pytest.raises(KdbenchError, match=message):
+            load_protocol(path, registry)

@@ -180,7 +180,8 @@ def _power(result: Plan, registry: Any, pilot_path: Path, as_json: bool) -> None
     hours = {n: sum(c.total_h for c, job in zip(cost.jobs, result.jobs, strict=True)
                     if job.n == n and job.seed == first) for n in protocol.training_sizes}
     margin = stats.margin.get(primary.metric)
-    table = plan_power(pilot, list(protocol.training_sizes), len(protocol.seeds),
+    table = plan_power(pilot, list(protocol.training_sizes),
+                       {n: len(protocol.seeds_at(n)) for n in protocol.training_sizes},
                        count_test_cases(result), stats.alpha, margin, hours)
     if as_json:
         print_json({"pilot": pilot.source, "endpoint": pilot.endpoint,

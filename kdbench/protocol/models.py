@@ -324,6 +324,12 @@ class Protocol(Strict):
     split: SplitSpec
     training_sizes: tuple[int, ...] = Field(min_length=1)
     seeds: tuple[int, ...] = Field(min_length=1)
+    seeds_per_n: dict[int, int] = Field(
+        default_factory=dict,
+        description="Fewer seeds at some N: N -> how many of `seeds` (the first k) run there, "
+        "e.g. {128: 3} (large N vary less between runs and cost more); default: every seed at "
+        "every N.",
+    )
     scenarios: tuple[ScenarioSpec, ...] = Field(min_length=1)
     strategies: tuple[StrategySpec, ...] = Field(min_length=1)
     backbone: BackboneSpec = Field(default_factory=BackboneSpec)
@@ -360,6 +366,22 @@ class Protocol(Strict):
         if any(n < 2 for n in value):
             raise ValueError("every N must be at least 2 (one training and one validation case)")
         return tuple(sorted(value))
+
+    def seeds_at(self, n: int) -> tuple[int, ...]:
+        """The seeds that run at training size ``n``: the first ``seeds_per_n[n]`` of
+        ``seeds`` (all of them when N is not listed)."""
+        return self.seeds[:self.seeds_per_n.get(n, len(self.seeds))]
+
+    @model_validator(mode="after")
+    def _seeds_per_n(self) -> Protocol:
+        for n, k in self.seeds_per_n.items():
+            if n not in self.training_sizes:
+                raise ValueError(f"seeds_per_n: N={n} is not one of the training sizes "
+                                 f"{list(self.training_sizes)}")
+            if not 1 <= k <= len(self.seeds):
+                raise ValueError(f"seeds_per_n: N={n} runs the first k of the {len(self.seeds)} "
+                                 f"seeds; k must be 1 to {len(self.seeds)}, got {k}")
+        return self
 
     @property
     def subset_sizes(self) -> tuple[int, ...]:

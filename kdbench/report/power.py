@@ -183,23 +183,25 @@ def read_pilot(path: Path, *, strategy: str, baseline: str, region: str, metric:
                  f"{strategy} − {baseline}, {region} {metric}, {chosen}/{subset}")
 
 
-def plan_power(pilot: Pilot, sizes: list[int], seeds: int, cases: int, alpha: float,
-               margin: float | None, hours_per_seed: dict[int, float] | None = None
-               ) -> pd.DataFrame:
+def plan_power(pilot: Pilot, sizes: list[int], seeds: int | dict[int, int], cases: int,
+               alpha: float, margin: float | None,
+               hours_per_seed: dict[int, float] | None = None) -> pd.DataFrame:
     """One row per planned N: the components used, the detectable gain at the protocol's
-    seeds and cases, and (with a margin) the seeds and cases needed for it."""
+    seeds (one count, or N -> count) and cases, and (with a margin) the seeds and cases needed
+    for it."""
     rows: list[dict[str, Any]] = []
     for n in sizes:
+        k = seeds[n] if isinstance(seeds, dict) else seeds
         parts, outside = pilot.at(n)
         row: dict[str, Any] = {
-            "N": n, "seeds": seeds, "cases": cases, "sd_run": parts.run ** 0.5,
+            "N": n, "seeds": k, "cases": cases, "sd_run": parts.run ** 0.5,
             "sd_case": parts.case ** 0.5, "sd_residual": parts.residual ** 0.5,
             "extrapolated": outside,
-            "detectable": detectable(parts, seeds, cases, alpha)}
+            "detectable": detectable(parts, k, cases, alpha)}
         if margin is not None:
             needed = seeds_for(margin, parts, cases, alpha)
             row.update(delta=margin, seeds_for_delta=needed,
-                       cases_for_delta=cases_for(margin, parts, seeds, alpha),
+                       cases_for_delta=cases_for(margin, parts, k, alpha),
                        seeds_to_show_faded=seeds_for(margin, parts, cases, alpha, faded=True))
             if hours_per_seed and n in hours_per_seed and needed is not None:
                 row["gpu_h_for_delta"] = needed * hours_per_seed[n]
