@@ -96,12 +96,7 @@ def ensure_data(
     )
     check_sizes(splits, protocol.subset_sizes)
     assert_no_test_leak(splits, protocol.subset_sizes)
-    total = len(splits.pool) + len(splits.test)
-    problems = strategy_setting_problems(
-        protocol, registry, unlabelled_pool(protocol, total, len(splits.test)))
-    if problems:
-        raise ProtocolError(f"protocol {protocol.name!r} on the {total} cases of the prepared "
-                            f"dataset {result.path}", problems)
+    _check_settings(protocol, registry, splits, result.path)
     settings = {"split": split.model_dump(mode="json"), "seeds": list(protocol.seeds)}
     path = result.path / "splits" / f"split-{content_id(settings, 12)}.json"
     if path.exists():
@@ -111,3 +106,13 @@ def ensure_data(
     save_splits(splits, path, overwrite=force)
     return ProtocolData(dataset, splits, path)
 
+
+def _check_settings(protocol: Protocol, registry: Registry, splits: Splits, path: Path) -> None:
+    """The strategies' settings against the prepared cases (a release's size is known only
+    now): e.g. ``unlabelled_cases`` beyond the pool, refused with its arithmetic."""
+    total = len(splits.pool) + len(splits.test)
+    problems = strategy_setting_problems(
+        protocol, registry, unlabelled_pool(protocol, total, len(splits.test)))
+    if problems:
+        raise ProtocolError(f"protocol {protocol.name!r} on the {total} cases of the prepared "
+                            f"dataset {path}", problems)
