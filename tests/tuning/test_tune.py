@@ -142,6 +142,7 @@ def _counted(storage, name):
     return [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
 
 
+@pytest.mark.slow  # about 2 minutes: a tuner SIGKILLed mid-trial, then resumed
 def test_a_killed_tuner_continues_without_losing_or_repeating_trials(tmp_path, registry):
     path = _protocol(tmp_path, "killed_tune", [{"name": "uhved", "hparams": "tuned"}],
                      trials=4)
