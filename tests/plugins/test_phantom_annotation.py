@@ -125,6 +125,26 @@ def test_training_reads_the_annotation_and_scoring_the_truth(noisy, registry, tm
             assert np.array_equal(values.reshape(expected.shape), expected), path
         differs += not np.array_equal(annotation, truth)
     assert differs == len(dataset.cases)
+    # a Job's scoring: predictions equal to the truth score Dice 1, the annotation does not
+    import shutil
+    from types import SimpleNamespace
+
+    from kdbench.metrics.job_scores import score_job
+
+    cases = tuple(dataset.cases)
+    scores = {}
+    for name, suffix in (("truth", "seg_reference"), ("annotation", "seg")):
+        folder = tmp_path / name
+        folder.mkdir()
+        for cid in cases:
+            shutil.copy(noise / cid / f"{cid}_{suffix}.nii.gz", folder / f"{cid}.nii.gz")
+        result = SimpleNamespace(predictions=lambda subset, f=folder: f, synthesis=None)
+        job = SimpleNamespace(modalities=SimpleNamespace(evaluate=(("t1ce",),)))
+        data = SimpleNamespace(dataset=dataset, splits=SimpleNamespace(test=cases))
+        table, _ = score_job(result, job, data, registry, ["dice"])
+        scores[name] = table[table["region"] == "WT"]["value"]
+    assert (scores["truth"] == 1.0).all()
+    assert (scores["annotation"] < 1.0).all()
     # a dataset without a reference scores its label, and its case list has no new key
     plain = prepared_phantom
     cid = next(iter(plain.cases))
