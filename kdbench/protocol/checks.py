@@ -174,8 +174,7 @@ def _check_settings(problems: _Problems, registry: Registry, loc: Loc, spec: Str
         dependencies = {}
         for role, category in (("teacher", "teachers"), ("generator", "generators")):
             if role in cls.requires:
-                name = (spec.teacher_name if role == "teacher" else spec.generator) or \
-                    getattr(cls, f"default_{role}")
+                name = spec.dependency(role) or getattr(cls, f"default_{role}")
                 dep = registry.categories[category].get(name)
                 dependencies[role] = (dep, dep.resolve_hparams(getattr(spec, f"{role}_hparams")))
     except (ValidationError, KeyError, LookupError):
@@ -209,19 +208,16 @@ def _check_strategy(problems: _Problems, protocol: Protocol, registry: Registry,
     else:
         _hparams(problems, cls, spec.hparams, (*loc, "hparams"))
     for role, category in (("teacher", "teachers"), ("generator", "generators")):
-        given = spec.teacher_name if role == "teacher" else spec.generator
+        present = getattr(spec, role) is not None  # a teacher design may name no plugin
         extra = getattr(spec, f"{role}_hparams")
-        if role == "teacher" and spec.teacher is not None and given is None \
-                and role not in cls.requires:
-            given = ""  # a teacher design without a name is still a teacher given
         if role not in cls.requires:
-            if given is not None or extra:
+            if present or extra:
                 problems.add(
-                    (*loc, role if given is not None else f"{role}_hparams"),
+                    (*loc, role if present else f"{role}_hparams"),
                     f"strategy {spec.name!r} takes no {role}; remove this key",
                 )
             return
-        name = given or getattr(cls, f"default_{role}")
+        name = spec.dependency(role) or getattr(cls, f"default_{role}")
         dep = _plugin(problems, registry.categories[category], name, (*loc, role))
         if dep is not None:
             _hparams(problems, dep, extra, (*loc, f"{role}_hparams"))

@@ -195,6 +195,11 @@ class StrategySpec(Strict):
         """The teacher plugin named (``None``: the strategy's default)."""
         return None if self.teacher is None else self.teacher.strategy
 
+    def dependency(self, role: str) -> str | None:
+        """The plugin named for ``role`` (``teacher`` or ``generator``; ``None``: the
+        strategy's default)."""
+        return self.teacher_name if role == "teacher" else self.generator
+
     @property
     def teacher_n(self) -> int | None:
         """The teacher's fixed training size, or ``None`` for the student's own N."""
