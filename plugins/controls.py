@@ -121,8 +121,6 @@ class PseudoLabelControl(Strategy):
 
     def training_loss(self, step: TrainingStep) -> dict[str, Any]:
         """Supervised + λ KL(teacher) on the batch + λ μ KL(teacher) on the unlabelled batch."""
-        import torch
-
         supervised = step.supervised()
         temperature = float(self.hparams["temperature"])
 
@@ -137,9 +135,7 @@ class PseudoLabelControl(Strategy):
         if unlabelled is not None:
             inputs = self.input_modalities()
             channels = [inputs.index(m) for m in step.context.teacher_modalities]
-            with torch.inference_mode():
-                out = step.context.teacher(unlabelled[:, channels])
-            teacher = [t.clone() for t in (out if isinstance(out, list | tuple) else [out])]
+            teacher = step.teacher_on(unlabelled[:, channels])
             outputs = step.model(unlabelled)
             terms["distill_unlabelled"] = step.deep_supervision_sum(
                 kl, step.at_scales(teacher, outputs), outputs=outputs, renormalise=True)

@@ -134,6 +134,11 @@ class TrainingStep:
         the caller runs in (the backbone's mixed precision), then cloned into ordinary
         tensors: constants for autograd, never a path to the teacher's weights.
         """
+        return self.teacher_on(self.batch.select(self.context.teacher_modalities))
+
+    def teacher_on(self, inputs: Tensor) -> list[Tensor]:
+        """The frozen teacher's outputs on ``inputs`` (its channels, e.g. of an unlabelled
+        batch), computed as :attr:`teacher_outputs` is: in inference mode, then cloned."""
         import torch
 
         teacher = self.context.teacher
@@ -142,7 +147,7 @@ class TrainingStep:
                 "this step has no teacher: a strategy reads teacher_outputs only when it "
                 "declares requires = ('teacher',) (the engine then loads one)")
         with torch.inference_mode():
-            out = teacher(self.batch.select(self.context.teacher_modalities))
+            out = teacher(inputs)
         return [t.clone() for t in _as_list(out)]
 
     def supervised(self, outputs: Any = None) -> Tensor:
