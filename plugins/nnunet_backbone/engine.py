@@ -144,18 +144,14 @@ def train(request: TrainRequest) -> TrainResult:
 
 
 def _teacher_reads(teacher: TrainedModel | None) -> tuple[str, ...]:
-    """The channels a teacher Job's model reads for its students."""
-    if teacher is None:
-        return ()
-    reads = getattr(teacher.strategy, "teacher_reads", teacher.strategy.input_modalities)
-    return tuple(reads())
+    """The channels a teacher Job's model reads for its students (``Teacher.teacher_reads``;
+    a teacher dependency is always a registered :class:`kdbench.Teacher`)."""
+    return () if teacher is None else tuple(teacher.strategy.teacher_reads())
 
 
 def _teacher_module(teacher: TrainedModel | None, model: Any) -> Any:
     """The module students call: the teacher's model, or its view (``Teacher.teacher_module``)."""
-    if teacher is None or model is None or not hasattr(teacher.strategy, "teacher_module"):
-        return model
-    return teacher.strategy.teacher_module(model)
+    return model if teacher is None or model is None else teacher.strategy.teacher_module(model)
 
 
 def _write_checkpoint(model: torch.nn.Module, path: Path) -> None:
