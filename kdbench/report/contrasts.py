@@ -64,7 +64,7 @@ def contrast_table(per_case: pd.DataFrame, contrasts: Sequence[Any], *,
             if delta is not None and result.enough_seeds:
                 found = result.state(delta, alpha)
                 state = STATES.get(found, found)
-                if found not in STATES and _p_below(result, -delta) < alpha:
+                if found not in STATES and result.p_below(-delta) < alpha:
                     state = "below −δ"
             note = result.note
             values = grid.to_numpy(float)
@@ -79,13 +79,3 @@ def contrast_table(per_case: pd.DataFrame, contrasts: Sequence[Any], *,
                          "state": state, "note": note})
     return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
 
-
-def _p_below(result: Any, bound: float) -> float:
-    """One-sided p of H1: gain < bound (1 when it cannot be tested)."""
-    from scipy import stats
-
-    if result.df <= 0 or not np.isfinite(result.se):
-        return 1.0
-    if result.se == 0:
-        return 0.0 if result.gain < bound else 1.0
-    return float(stats.t.cdf((result.gain - bound) / result.se, result.df))

@@ -109,6 +109,16 @@ class RunLevel:
             return 0.0 if self.gain > margin else 1.0
         return float(stats.t.sf((self.gain - margin) / self.se, self.df))
 
+    def p_below(self, bound: float) -> float:
+        """One-sided p of H1: gain < bound (1 when it cannot be tested)."""
+        from scipy import stats
+
+        if self.df <= 0 or not np.isfinite(self.se):
+            return 1.0
+        if self.se == 0:
+            return 0.0 if self.gain < bound else 1.0
+        return float(stats.t.cdf((self.gain - bound) / self.se, self.df))
+
     @property
     def enough_seeds(self) -> bool:
         """Whether there are seeds enough (:data:`FEW_SEEDS`) for the result to support a
