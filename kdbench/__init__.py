@@ -31,6 +31,8 @@ from kdbench.components import (
     hparam,
 )
 from kdbench.components.requests import (
+    ExportedPredictRequest,
+    ExportRequest,
     ModelRequest,
     PredictRequest,
     SynthesisRequest,
@@ -56,6 +58,8 @@ __all__ = [
     "EpochReport",
     "Executor",
     "ExecutorOptions",
+    "ExportRequest",
+    "ExportedPredictRequest",
     "Generator",
     "HParam",
     "HParams",

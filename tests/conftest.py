@@ -9,9 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import DEMO
+from helpers import DEMO, phantom_protocol, prepared_source
+from reliability.grid import TINY_BACKBONE, Grid
 
+from kdbench.plan import build_plan
 from kdbench.plugin_manager import load_plugins
+from kdbench.protocol import load_protocol
 from kdbench.registry import Registry
 
 
@@ -52,6 +55,27 @@ def prepared_phantom(tmp_path_factory, registry):
     source = generate_phantom(root / "source", cases=10, shape=(32, 32, 32), seed=0)
     result = prepare_dataset(registry, source, "phantom", root / "data")
     return PreparedDataset.open(result.path)
+
+
+@pytest.fixture(scope="session")
+def grid(tmp_path_factory, registry, prepared_phantom) -> Grid:
+    """The reliability and deploy tests' grid: the reduced demo on the session phantom (its
+    prepared folder reused as the protocol's data), run once uninterrupted in this process:
+    the reference."""
+    from kdbench.runner import run_protocol
+
+    root = tmp_path_factory.mktemp("reliability")
+    protocol = phantom_protocol(
+        root, "reliability",
+        dataset=prepared_source(prepared_phantom),
+        backbone=TINY_BACKBONE)
+    plan = build_plan(load_protocol(protocol, registry), registry)
+    assert [j.component for j in plan.jobs] == ["mono", "multi", "kd"]
+    made = Grid(protocol, prepared_phantom.path.parent, plan, None)  # type: ignore[arg-type]
+    made.reference = made.settings(root / "reference")
+    report = run_protocol(made.reference, registry)
+    assert len(report.todo) == 3
+    return made
 
 
 # -- real services on loopback for the `cluster` tests, started by the project's own scripts --

@@ -33,7 +33,8 @@ def prepared_source(prepared: Any) -> dict[str, str]:
 
 def phantom_protocol(folder: Path, name: str, *, cases: int = 10, **fields: object) -> Path:
     """The demo protocol on a small phantom (``cases`` at 32³, 2 test cases, N = 6, seed 0,
-    T1ce-only, 2 epochs of 2 iterations, Dice only, no primary endpoint), top-level keys
+    T1ce-only, 3d_fullres with 16³ patches, 2 epochs of 2 iterations, Dice only, no primary
+    endpoint), top-level keys
     replaced by ``fields``;
     written to ``folder / f"{name}.yaml"``."""
     import yaml
@@ -46,6 +47,10 @@ def phantom_protocol(folder: Path, name: str, *, cases: int = 10, **fields: obje
         training_sizes=[6], seeds=[0],
         scenarios=[{"name": "t1ce_only", "available": ["t1ce"]}],
         training={"epochs": 2, "iterations_per_epoch": 2, "val_iterations": 1},
+        # 3d_fullres with 16^3 patches (a 32^3 phantom is smaller than the demo's 2d slices)
+        backbone={"name": "nnunet", "options": {
+            "patch_size": [16, 16, 16], "batch_size": 2,
+            "features_per_stage": [16, 32, 64, 128], "mirroring": False}},
         metrics=["dice"],
         # the demo's statistics without its primary endpoint (tests change the strategies)
         # and with the margin of the one metric scored here

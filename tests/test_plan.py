@@ -23,9 +23,9 @@ def _plan(registry, path=DEMO):
 def test_demo_plan_shape(registry):
     plan = _plan(registry)
     # per (N, seed): one multi (the upper bound and kd's teacher), one mono, one kd
-    assert len(plan.jobs) == 2 * 2 * 3
-    for n in (4, 12):
-        for seed in (0, 1):
+    assert len(plan.jobs) == 2 * 3 * 3
+    for n in (4, 16):
+        for seed in (0, 1, 2):
             jobs = [j for j in plan.jobs if (j.n, j.seed) == (n, seed)]
             by = {c: [j for j in jobs if j.component == c] for c in ("mono", "multi", "kd")}
             assert [len(by[c]) for c in ("mono", "multi", "kd")] == [1, 1, 1]
@@ -296,7 +296,7 @@ def test_fewer_seeds_at_large_n(registry, tmp_path):
     from kdbench.errors import KdbenchError
 
     data = yaml.safe_load(DEMO.read_text())
-    data.update(seeds=[0, 1, 2, 3, 4], seeds_per_n={12: 2})
+    data.update(training_sizes=[4, 12], seeds=[0, 1, 2, 3, 4], seeds_per_n={12: 2})
     path = tmp_path / "fewer.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     plan = build_plan(load_protocol(path, registry), registry)

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from kdbench import __version__
-from kdbench.cli import data, evaluate, plan, plugins, protocol, report, run, tune
+from kdbench.cli import data, deploy, evaluate, plan, plugins, protocol, report, run, tune
 from kdbench.cli.common import State, err_console, esc
 from kdbench.errors import KdbenchError
 
@@ -32,6 +32,8 @@ app.command("plugins")(plugins.plugins)
 app.command("plan")(plan.plan)
 app.command("run")(run.run)
 app.command("evaluate")(evaluate.evaluate)
+app.command("export")(deploy.export)
+app.command("predict")(deploy.predict)
 app.command("report")(report.report)
 app.command("tune")(tune.tune)
 app.command("status")(run.status)

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
     from kdbench.cases import CaseFiles
     from kdbench.components.requests import (
+        ExportedPredictRequest,
+        ExportRequest,
         ModelRequest,
         PredictRequest,
         SynthesisRequest,
@@ -109,3 +111,20 @@ class Backbone(Component):
         the brain mask, as arrays in the backbone's preprocessed space (what the generator
         was trained on), for :mod:`kdbench.metrics.synthesis`."""
         raise NotImplementedError(f"backbone {self.name!r} cannot synthesise")
+
+    def export(self, request: ExportRequest) -> dict[str, Any]:
+        """Write a finished training (and the models it was built from) into ``request.dest``
+        so that :meth:`predict_exported` can run it without ``runs/`` or the prepared dataset.
+
+        The bytes must depend only on the training (the same Job exports byte-identical
+        files). Returns a JSON-ready description recorded in the model's manifest, with
+        ``weights``: the weights file of each node of the model tree, relative to ``dest``
+        (``"model"`` and ``"<role>"``, ``"<role>/<role>"`` ... for its dependencies).
+        """
+        raise NotImplementedError(f"backbone {self.name!r} cannot export models")
+
+    def predict_exported(self, request: ExportedPredictRequest) -> dict[str, Path]:
+        """Predict new cases from their image files with an exported model: preprocess each
+        exactly as the training data were, infer, and write the labels in the case's own
+        geometry; returns case id -> written file."""
+        raise NotImplementedError(f"backbone {self.name!r} cannot predict with exported models")

@@ -121,3 +121,43 @@ class SynthesisRequest(ModelRequest):
     """
 
     case_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportRequest(ModelRequest):
+    """Write a finished training into a model folder that needs neither ``runs/`` nor the
+    prepared dataset (``kdbench export``).
+
+    Attributes:
+        dest: an empty folder owned by the backbone: its weights (of the model and of every
+            model it was built from, in :attr:`TrainedModel.dependencies` order), and what its
+            preprocessing and inference need.
+    """
+
+    dest: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportedPredictRequest:
+    """Predict new cases from their image files with an exported model (``kdbench predict``).
+
+    Attributes:
+        folder: the exported backbone folder (what :meth:`Backbone.export` wrote; its
+            checksums already verified).
+        trained: the model tree, each node's ``checkpoint`` a weights file in ``folder``.
+        cases: case id -> modality -> image file; every case has the ``available`` files.
+        available: the modalities the model reads (one subset it was scored on).
+        out_dir: where ``<case>.nii.gz`` is written, in the case's own geometry.
+        label_convention: the label values to write (a key of ``kdbench.cases.LABEL_MAPS``).
+        device: ``"cpu"`` or ``"cuda"``.
+        progress: called with each case id once it is written.
+    """
+
+    folder: Path
+    trained: TrainedModel
+    cases: dict[str, dict[str, Path]]
+    available: tuple[str, ...]
+    out_dir: Path
+    label_convention: str
+    device: str = "cpu"
+    progress: Callable[[str], None] | None = None

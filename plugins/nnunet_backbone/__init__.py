@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from kdbench import (
+        ExportedPredictRequest,
+        ExportRequest,
         ModelRequest,
         PredictRequest,
         SynthesisRequest,
@@ -156,6 +158,18 @@ class NnUNetBackbone(Backbone):
 
         return predict(request.trained, request.dataset, request.options, request.case_ids,
                        request.available, request.out_dir, request.device)
+
+    def export(self, request: ExportRequest) -> dict[str, Any]:
+        """Weights (safetensors) of the model tree, plans, dataset.json and fingerprint."""
+        from kdbench_plugins.nnunet_backbone.deploy import export
+
+        return export(request)
+
+    def predict_exported(self, request: ExportedPredictRequest) -> dict[str, Path]:
+        """nnU-Net's preprocessing of each case's files, then the Job's inference and export."""
+        from kdbench_plugins.nnunet_backbone.deploy import predict_exported
+
+        return predict_exported(request)
 
     def synthesise(self, request: SynthesisRequest) -> Any:
         """A generator's synthesised channels per case in nnU-Net's preprocessed space."""

@@ -38,7 +38,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _folders(dataset: Any) -> tuple[NnUNetFolders, Mapping[str, Any]]:
+def prepared_folders(dataset: Any) -> tuple[NnUNetFolders, Mapping[str, Any]]:
     summary = dataset.marker["backbone"]["summary"]
     folders = NnUNetFolders(Path(dataset.path) / "nnunet", summary["dataset_name"])
     return folders, summary
@@ -47,7 +47,7 @@ def _folders(dataset: Any) -> tuple[NnUNetFolders, Mapping[str, Any]]:
 def load_plans(dataset: Any, options: Any) -> tuple[dict, dict, str]:
     """The plans (with the protocol's patch, batch and feature overrides), dataset.json and
     configuration."""
-    folders, summary = _folders(dataset)
+    folders, summary = prepared_folders(dataset)
     plans = json.loads((folders.root / summary["plans_file"]).read_text())
     dataset_json = json.loads((folders.preprocessed_dataset / "dataset.json").read_text())
     configuration = summary["configuration"]
@@ -88,7 +88,7 @@ def train(request: TrainRequest) -> TrainResult:
     nnU-Net prints its log to the console as well as to its log file; here that console output
     goes to ``nnunet_console.log`` in the Job's folder, so progress displays stay readable.
     """
-    folders, _ = _folders(request.dataset)
+    folders, _ = prepared_folders(request.dataset)
     output_dir = Path(request.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with nnunet_environment(folders, results=output_dir / "nnunet",
@@ -195,12 +195,21 @@ def load_model(trained: TrainedModel, dataset: Any, options: Any, device: str,
         for_training=False,
     )
     model = trained.strategy.build(context)
-    checkpoint = load_checkpoint_file(trained.checkpoint, map_location=device)
-    model.load_state_dict(checkpoint["network_weights"])
+    model.load_state_dict(model_weights(Path(trained.checkpoint), device))
     model.to(device).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
+
+
+def model_weights(path: Path, device: str) -> dict[str, torch.Tensor]:
+    """A model's weights: a Job's checkpoint (nnU-Net's ``network_weights``) or an exported
+    ``.safetensors`` file (tensors only, nothing unpickled)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path, device=device)
+    return load_checkpoint_file(path, map_location=device)["network_weights"]
 
 
 def full_resolution_only(model: torch.nn.Module) -> None:
@@ -229,7 +238,7 @@ def synthesise(trained: TrainedModel, dataset: Any, options: Any, case_ids: Sequ
     patch = plans[0]["configurations"][plans[2]]["patch_size"]
     model = load_model(trained, dataset, options, device, plans)
     full_resolution_only(model)
-    folders, summary = _folders(dataset)
+    folders, summary = prepared_folders(dataset)
     data_folder = str(folders.root / summary["data_folder"])
     cases = infer_dataset_class(data_folder)(data_folder, list(case_ids))
     given = list(channel_indices(generator.available))
@@ -261,37 +270,12 @@ def predict(
     source geometry by nnU-Net's exporter (same affine and shape as the source images) and
     written with the label values of the source release.
     """
-    import nibabel as nib
-    from nnunetv2.inference.export_prediction import export_prediction_from_logits
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from kdbench.cases import LABEL_MAPS
-
-    folders, summary = _folders(dataset)
-    plans, dataset_json, configuration = load_plans(dataset, options)
-    manager = PlansManager(plans)
-    config = manager.get_configuration(configuration)
-    model = load_model(trained, dataset, options, device,
-                       plans=(plans, dataset_json, configuration))
-    full_resolution_only(model)  # inference uses the full-resolution output only
-    network = trained.strategy.inference_model(model, tuple(available))
-    full_resolution_only(network)  # also in parts an inference model adds (a segmenter)
-    if device == "cpu":
-        network = PairedBatchOnCpu(network)
-    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net's notices about the device
-        predictor = nnUNetPredictor(
-            tile_step_size=0.5, use_gaussian=True, use_mirroring=options.mirroring,
-            perform_everything_on_device=device != "cpu", device=torch.device(device),
-            verbose=False, verbose_preprocessing=False, allow_tqdm=False,
-        )
-        predictor.manual_initialization(network, manager, config, None, dataset_json,
-                                        KdbenchTrainer.__name__, _mirror_axes(config))
-    source_map = LABEL_MAPS[dataset.marker["label_convention"]]
-    to_source = np.zeros(max(source_map.values()) + 1, dtype=np.uint8)
-    for source_value, canonical in source_map.items():
-        to_source[canonical] = source_value
+    folders, summary = prepared_folders(dataset)
+    plans = load_plans(dataset, options)
+    predictor = sliding_window_predictor(trained, plans, available, options.mirroring, device)
+    to_source = source_labels(dataset.marker["label_convention"])
     data_folder = str(folders.root / summary["data_folder"])
     cases = infer_dataset_class(data_folder)(data_folder, list(case_ids))
     out_dir = Path(out_dir)
@@ -302,19 +286,68 @@ def predict(
         for case_id in case_ids:
             data, _, _, properties = cases.load_case(case_id)
             image = torch.from_numpy(np.stack([np.asarray(data[c]) for c in channels]))
-            with torch.inference_mode():
-                logits = predictor.predict_sliding_window_return_logits(image.float())
-            stem = out_dir / case_id
-            export_prediction_from_logits(logits.cpu(), properties, config, manager,
-                                          dataset_json, str(stem), num_threads_torch=1)
-            path = stem.with_name(case_id + dataset_json["file_ending"])
-            exported = nib.load(path)
-            labels = to_source[np.asanyarray(exported.dataobj).astype(np.int64)]
-            out = nib.Nifti1Image(labels, exported.affine, header=exported.header)
-            out.set_data_dtype(np.uint8)
-            nib.save(out, path)
-            written[case_id] = path
+            written[case_id] = write_prediction(predictor, image, properties, out_dir / case_id,
+                                                to_source)
     return written
+
+
+def sliding_window_predictor(trained: TrainedModel, plans: tuple[dict, dict, str],
+                             available: Sequence[str], mirroring: bool, device: str) -> Any:
+    """nnU-Net's predictor (Gaussian-weighted tiles, step 0.5) around the network the
+    strategy infers with on ``available``, full-resolution output only."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    manager = PlansManager(plans[0])
+    config = manager.get_configuration(plans[2])
+    model = load_model(trained, None, None, device, plans=plans)
+    full_resolution_only(model)  # inference uses the full-resolution output only
+    network = trained.strategy.inference_model(model, tuple(available))
+    full_resolution_only(network)  # also in parts an inference model adds (a segmenter)
+    if device == "cpu":
+        network = PairedBatchOnCpu(network)
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net's notices about the device
+        predictor = nnUNetPredictor(
+            tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
+            perform_everything_on_device=device != "cpu", device=torch.device(device),
+            verbose=False, verbose_preprocessing=False, allow_tqdm=False,
+        )
+        predictor.manual_initialization(network, manager, config, None, plans[1],
+                                        KdbenchTrainer.__name__, _mirror_axes(config))
+    return predictor
+
+
+def source_labels(convention: str) -> np.ndarray:
+    """A lookup table from nnU-Net's canonical labels to those of ``convention``."""
+    from kdbench.cases import LABEL_MAPS
+
+    source_map = LABEL_MAPS[convention]
+    to_source = np.zeros(max(source_map.values()) + 1, dtype=np.uint8)
+    for source_value, canonical in source_map.items():
+        to_source[canonical] = source_value
+    return to_source
+
+
+def write_prediction(predictor: Any, image: torch.Tensor, properties: dict, stem: Path,
+                     to_source: np.ndarray) -> Path:
+    """Sliding-window logits of one preprocessed ``image``, exported by nnU-Net to the
+    geometry in ``properties`` (``<stem>.nii.gz``), then rewritten in ``to_source``'s labels."""
+    import nibabel as nib
+    from nnunetv2.inference.export_prediction import export_prediction_from_logits
+
+    with torch.inference_mode():
+        logits = predictor.predict_sliding_window_return_logits(image.float())
+    dataset_json = predictor.dataset_json
+    export_prediction_from_logits(logits.cpu(), properties, predictor.configuration_manager,
+                                  predictor.plans_manager, dataset_json, str(stem),
+                                  num_threads_torch=1)
+    path = stem.with_name(stem.name + dataset_json["file_ending"])
+    exported = nib.load(path)
+    labels = to_source[np.asanyarray(exported.dataobj).astype(np.int64)]
+    out = nib.Nifti1Image(labels, exported.affine, header=exported.header)
+    out.set_data_dtype(np.uint8)
+    nib.save(out, path)
+    return path
 
 
 class PairedBatchOnCpu(torch.nn.Module):
