@@ -40,6 +40,7 @@ import nibabel as nib
 import numpy as np
 import release_factory as rf
 import yaml
+from helpers import demo_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "protocols" / "demo.yaml"
@@ -181,13 +182,9 @@ def one_case(folder: Path) -> tuple[Path, dict[str, Path]]:
 
 
 def demo(**fields: Any) -> dict[str, Any]:
-    """The demo protocol on a phantom of 24 cases with 8 for test (the sizes the messages
-    below count with), top-level keys replaced by ``fields``."""
-    data = yaml.safe_load(DEMO.read_text())
-    data["dataset"] = {"source": "phantom", "options": {"cases": 24, "shape": [48, 48, 48],
-                                                        "seed": 0}}
-    data["split"] = {"test_size": 8, "seed": 0, "validation_fraction": 0.25}
-    data["training_sizes"] = [4, 12]
+    """The demo protocol on a phantom of 24 cases with 8 for test (``helpers.demo_dict``: the
+    sizes the messages below count with), top-level keys replaced by ``fields``."""
+    data = demo_dict()
     data.update(copy.deepcopy(fields))
     return data
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from helpers import DEMO, phantom_protocol, prepared_source
+from helpers import demo_dict, phantom_protocol, prepared_source
 from reliability.grid import TINY_BACKBONE, Grid
 
 from kdbench.plan import build_plan
@@ -26,8 +25,9 @@ def registry() -> Registry:
 
 @pytest.fixture
 def demo_data() -> dict[str, Any]:
-    """The demo protocol as a dict, to modify in a test."""
-    return copy.deepcopy(yaml.safe_load(DEMO.read_text()))
+    """The demo protocol as a dict (``helpers.demo_dict``: 24 cases, N = 4 and 12, two seeds,
+    3d_fullres), to modify in a test."""
+    return demo_dict()
 
 
 @pytest.fixture

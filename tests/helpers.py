@@ -11,6 +11,32 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "protocols" / "demo.yaml"
 
+#: The demo's structure on the 24-case phantom (8 for test, a pool of 16) at N = 4 and 12, two
+#: seeds, in 3d_fullres with 16³ patches and 25 epochs of 25 iterations: what the tests that
+#: edit the demo count with, whatever the shipped demo's world and budget.
+CLASSIC_DEMO: dict[str, Any] = {
+    "dataset": {"source": "phantom", "options": {"cases": 24, "shape": [48, 48, 48], "seed": 0}},
+    "split": {"test_size": 8, "seed": 0, "validation_fraction": 0.25},
+    "training_sizes": [4, 12],
+    "seeds": [0, 1],
+    "backbone": {"name": "nnunet", "options": {
+        "patch_size": [16, 16, 16], "batch_size": 2, "features_per_stage": [16, 32, 64, 128],
+        "mirroring": False}},
+    "training": {"epochs": 25, "iterations_per_epoch": 25, "val_iterations": 2,
+                 "validate_every": 1, "checkpoint_every": 10},
+}
+
+
+def demo_dict() -> dict[str, Any]:
+    """The demo protocol as a dict with :data:`CLASSIC_DEMO`'s data, sizes and backbone."""
+    import copy
+
+    import yaml
+
+    data = yaml.safe_load(DEMO.read_text())
+    data.update(copy.deepcopy(CLASSIC_DEMO))
+    return data
+
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
             ) -> subprocess.CompletedProcess[str]:
@@ -39,7 +65,7 @@ def phantom_protocol(folder: Path, name: str, *, cases: int = 10, **fields: obje
     written to ``folder / f"{name}.yaml"``."""
     import yaml
 
-    data = yaml.safe_load(DEMO.read_text())
+    data = demo_dict()
     data.update(
         name=name,
         dataset={"source": "phantom", "options": {"cases": cases, "shape": [32, 32, 32]}},
@@ -47,10 +73,6 @@ def phantom_protocol(folder: Path, name: str, *, cases: int = 10, **fields: obje
         training_sizes=[6], seeds=[0],
         scenarios=[{"name": "t1ce_only", "available": ["t1ce"]}],
         training={"epochs": 2, "iterations_per_epoch": 2, "val_iterations": 1},
-        # 3d_fullres with 16^3 patches (a 32^3 phantom is smaller than the demo's 2d slices)
-        backbone={"name": "nnunet", "options": {
-            "patch_size": [16, 16, 16], "batch_size": 2,
-            "features_per_stage": [16, 32, 64, 128], "mirroring": False}},
         metrics=["dice"],
         # the demo's statistics without its primary endpoint (tests change the strategies)
         # and with the margin of the one metric scored here

@@ -103,7 +103,7 @@ def test_bumping_a_version_changes_only_its_jobs(registry, tmp_path):
 
 
 def test_hyperparameters_change_only_that_strategy(registry, demo_data, write_protocol):
-    base = _ids(_plan(registry))
+    base = _ids(_plan(registry, write_protocol(demo_data)))
     demo_data["strategies"][2]["hparams"] = {"temperature": 4.0}
     changed = _ids(_plan(registry, write_protocol(demo_data)))
     assert changed["kd"].isdisjoint(base["kd"])

@@ -47,13 +47,13 @@ def _mono(registry):
 
 def _trainer(dataset, registry, results, seed=0):
     """A configured, initialised trainer (network and optimizer built, nothing trained)."""
-    from kdbench_plugins.nnunet_backbone.engine import _folders, _trainer
+    from kdbench_plugins.nnunet_backbone.engine import _trainer, prepared_folders
     from kdbench_plugins.nnunet_backbone.environment import nnunet_environment
     from kdbench_plugins.nnunet_backbone.trainer import TrainerSettings
 
     torch.manual_seed(seed)
     ids = list(dataset.cases)
-    with nnunet_environment(_folders(dataset)[0], results=results), \
+    with nnunet_environment(prepared_folders(dataset)[0], results=results), \
             contextlib.redirect_stdout(open(os.devnull, "w")):  # noqa: SIM115
         trainer = _trainer(dataset, OPTIONS, "cpu", continue_training=True)
         trainer.configure(TrainerSettings(_mono(registry), ids[:6], ids[6:8], 2, 2, 1))
