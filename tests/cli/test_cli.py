@@ -66,9 +66,9 @@ def test_validate_and_plan(tmp_path):
     out = run_cli("protocol", "validate", str(DEMO))
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
     out = run_cli("plan", str(DEMO))
-    assert out.returncode == 0 and "18 jobs in 2 waves" in out.stdout
+    assert out.returncode == 0 and "12 jobs in 2 waves" in out.stdout
     plan = json.loads(run_cli("plan", str(DEMO), "--json").stdout)
-    assert len(plan["jobs"]) == 18 and len(plan["waves"]) == 2
+    assert len(plan["jobs"]) == 12 and len(plan["waves"]) == 2
 
 
 def test_bad_protocol_is_a_clean_error(tmp_path):
