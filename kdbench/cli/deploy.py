@@ -52,7 +52,8 @@ def export(
 
 def predict(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Option("--model", help="A folder `kdbench export` wrote.")],
+    model: Annotated[list[Path], typer.Option("--model", help="A folder `kdbench export` "
+                                              "wrote; repeat it to route (with --route).")],
     input_dir: Annotated[Path, typer.Option("--input", help="Cases: a BraTS release, an nnU-Net "
                                             "raw dataset, or <case>/<modality>.nii.gz.")],
     output_dir: Annotated[Path, typer.Option("--output", help="Where <case>.nii.gz are "
@@ -63,20 +64,30 @@ def predict(
         "default: the training data's.")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace predictions already in --output.")] = False,
+    route: Annotated[Path | None, typer.Option(
+        "--route", help="A report folder (or its results.json): each case goes to the model "
+        "it ranks best for the sequences the case has; recorded in routing.csv.")] = None,
 ) -> None:
-    """Segment new cases with an exported model, from the sequences each case has."""
+    """Segment new cases with exported models, from the sequences each case has."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from kdbench.deploy.model_folder import open_model
     from kdbench.deploy.predict import predict_cases
 
     registry = state(ctx).registry()
-    exported = open_model(model)
+    exported = [open_model(folder) for folder in model]
+    router = None
+    if route is not None:
+        from kdbench.deploy.route import router as make_router
+
+        directions = {name: registry.metrics.get(name).higher_is_better
+                      for name in registry.metrics.names()}
+        router = make_router(exported, route, directions)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console) as progress:
         task = progress.add_task("predicting", total=None)
-        result = predict_cases(exported, registry, input_dir, output_dir, device=device,
-                               labels=labels, overwrite=overwrite,
+        result = predict_cases(exported, registry, input_dir, output_dir, route=router,
+                               device=device, labels=labels, overwrite=overwrite,
                                progress=lambda case: progress.advance(task))
     by_subset: dict[str, int] = {}
     for subset, _ in result.written.values():
@@ -85,6 +96,9 @@ def predict(
     for subset, count in sorted(by_subset.items()):
         console.print(f"[green]ok[/] {count} case(s) predicted from {esc(subset)} into "
                       f"{esc(output_dir)}")
+    if router is not None:
+        console.print(f"routing by the report's {esc(router.region)} {esc(router.metric)}: "
+                      f"{esc(output_dir / 'routing.csv')}")
     for message in result.refused.values():
         err_console.print(f"[red]not predicted[/] {esc(message)}", soft_wrap=True)
     if result.refused:

@@ -243,6 +243,8 @@ def export_job(job: Job, plan: Plan, registry: Registry, data: Any, runs_dir: Pa
                          "version": str(backbone_cls.version), "export": described},
             "model": model_tree(job, plan, registry),
             "accepts": [list(s) for s in job.modalities.evaluate],
+            # the protocol's labels this Job is scored under (a report's rows; routing)
+            "roles": sorted({(r.label, r.scenario) for r in job.strategy_roles}),
             "label_convention": data.dataset.marker["label_convention"],
             "primary_metric": _primary_metric(plan),
         })

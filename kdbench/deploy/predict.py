@@ -10,18 +10,21 @@ none is refused with one message naming it and the file it lacks, and the others
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdbench.cases import LABEL_MAPS, Problem, is_safe_case_id
 from kdbench.components.requests import ExportedPredictRequest
 from kdbench.deploy.model_folder import ExportedModel
+from kdbench.deploy.route import Choice, Router
 from kdbench.errors import KdbenchError
 from kdbench.modalities import MODALITIES, label
 from kdbench.registry import Registry
 
 NIFTI: tuple[str, ...] = (".nii.gz", ".nii")
+#: The per-case record of a routed prediction, beside the outputs.
+ROUTING = "routing.csv"
 #: File stems (lower case) of the per-modality folder layout.
 MODALITY_STEMS: dict[str, str] = {
     "t1": "t1", "t1n": "t1", "t1ce": "t1ce", "t1c": "t1ce", "t1gd": "t1ce",
@@ -44,6 +47,7 @@ class Prediction:
 
     written: dict[str, tuple[tuple[str, ...], Path]] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
+    routes: dict[str, Choice] = field(default_factory=dict)
 
 
 def _stem(path: Path) -> str | None:
@@ -117,42 +121,59 @@ def choose_subset(images: Mapping[str, Path], accepts: list[tuple[str, ...]]
     return max(fits, key=len) if fits else None
 
 
-def predict_cases(model: ExportedModel, registry: Registry, input_dir: Path, output_dir: Path,
-                  *, device: str = "cpu", labels: str | None = None, overwrite: bool = False,
+def predict_cases(models: Sequence[ExportedModel], registry: Registry, input_dir: Path,
+                  output_dir: Path, *, route: Router | None = None, device: str = "cpu",
+                  labels: str | None = None, overwrite: bool = False,
                   progress: Callable[[str], None] | None = None) -> Prediction:
-    """Predict every case under ``input_dir`` that has a subset the model accepts.
+    """Predict every case under ``input_dir`` that has a subset a model accepts: with one model,
+    its largest such subset; with ``route``, the model and subset the report ranks best
+    (recorded in ``routing.csv`` beside the outputs).
 
     Raises:
-        KdbenchError: no case at all, an unknown label convention, or outputs that exist
-            without ``overwrite`` (then nothing is written).
+        KdbenchError: several models without a route, no case at all, an unknown label
+            convention, or outputs that exist without ``overwrite`` (then nothing is written).
     """
-    convention = labels or model.manifest["label_convention"]
+    if len(models) > 1 and route is None:
+        raise KdbenchError("several --model folders need --route REPORT (a report folder or its "
+                           "results.json) to choose between them per case")
+    conventions = {m.manifest["label_convention"] for m in models}
+    if labels is None and len(conventions) > 1:
+        raise KdbenchError(f"the models were trained on labels {', '.join(sorted(conventions))}; "
+                           "choose the ones to write with --labels")
+    convention = labels or next(iter(conventions))
     if convention not in LABEL_MAPS or convention == "canonical":
         raise KdbenchError(f"--labels {convention!r}: choose brats2021 (labels 1, 2, 4) or "
                            "brats2023 (labels 1, 2, 3)")
     cases, problems = read_cases(input_dir, registry)
     result = Prediction()
     for p in problems:
-        if p.case is not None:
-            result.refused[p.case] = p.line()
-        else:
+        if p.case is None:
             raise KdbenchError(p.line())
-    accepts = model.accepts
-    groups: dict[tuple[str, ...], dict[str, dict[str, Path]]] = {}
+        result.refused[p.case] = p.line()
+    accepts = [s for m in models for s in m.accepts]
+    groups: dict[tuple[int, tuple[str, ...]], dict[str, dict[str, Path]]] = {}
     for case in cases:
         if case.case_id in result.refused:
             continue
-        subset = choose_subset(case.images, accepts)
-        if subset is None:
+        if route is not None:
+            choice = route.choose(case.images)
+        else:
+            subset = choose_subset(case.images, models[0].accepts)
+            choice = None if subset is None else Choice(0, subset, "", 0, float("nan"))
+        if choice is None:
             need = min(accepts, key=len)
             lacking = [m for m in need if m not in case.images]
             files = ", ".join(str(case.expected.get(m, f"a {m} image")) for m in lacking)
+            options = " or ".join(dict.fromkeys(label(s) for s in accepts))
             result.refused[case.case_id] = (
-                f"{case.case_id}: the model needs {' or '.join(label(s) for s in accepts)}; "
-                f"the case has {label(tuple(m for m in MODALITIES if m in case.images))}, "
-                f"missing {files}; add the file or predict it with a model of its sequences")
+                f"{case.case_id}: the model{'s need' if len(models) > 1 else ' needs'} "
+                f"{options}; the case has "
+                f"{label(tuple(m for m in MODALITIES if m in case.images))}, missing {files}; "
+                "add the file or predict it with a model of its sequences")
             continue
-        groups.setdefault(subset, {})[case.case_id] = {m: case.images[m] for m in subset}
+        result.routes[case.case_id] = choice
+        groups.setdefault((choice.model, choice.subset), {})[case.case_id] = {
+            m: case.images[m] for m in choice.subset}
     output_dir = Path(output_dir)
     existing = sorted(c for g in groups.values() for c in g
                       if any((output_dir / f"{c}{e}").exists() for e in NIFTI))
@@ -160,13 +181,35 @@ def predict_cases(model: ExportedModel, registry: Registry, input_dir: Path, out
         raise KdbenchError(f"{output_dir} already holds predictions of {len(existing)} of these "
                            f"cases ({', '.join(existing[:3])}{', ...' if len(existing) > 3 else ''}"
                            "); add --overwrite or choose another --output")
-    backbone = registry.backbones.get(model.manifest["backbone"]["name"])()
-    trained = model.trained(registry)
-    for subset, files in sorted(groups.items()):
+    trees = {}
+    for (index, subset), files in sorted(groups.items()):
+        model = models[index]
+        backbone = registry.backbones.get(model.manifest["backbone"]["name"])()
+        if index not in trees:
+            trees[index] = model.trained(registry)
         written = backbone.predict_exported(ExportedPredictRequest(
-            folder=model.backbone_folder, trained=trained, cases=files, available=subset,
+            folder=model.backbone_folder, trained=trees[index], cases=files, available=subset,
             out_dir=output_dir, label_convention=convention, device=device,
             progress=progress))
         for case_id, path in written.items():
             result.written[case_id] = (subset, path)
+    if route is not None:
+        _write_routing(output_dir / ROUTING, result, models, route)
     return result
+
+
+def _write_routing(path: Path, result: Prediction, models: Sequence[ExportedModel],
+                   route: Router) -> None:
+    """``routing.csv``: per case the model chosen, its strategy and N, the subset it read and
+    the report's mean that chose it."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["case", "model", "strategy", "N", "subset", "region", "metric",
+                      "report_mean"])
+        for case_id in sorted(result.written):
+            choice = result.routes[case_id]
+            out.writerow([case_id, str(models[choice.model].folder), choice.strategy, choice.n,
+                          label(choice.subset), route.region, route.metric,
+                          f"{choice.score:.6f}"])
