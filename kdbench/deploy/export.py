@@ -124,9 +124,9 @@ def test_scores(per_case: Path, definitions: dict[str, str]) -> dict[str, Any]:
             mean = float(finite.mean())
             entry["mean"] = round(mean, 6)
             if len(finite) > 1:
-                half = float(stats.t.ppf(0.975, len(finite) - 1)
-                             * finite.std(ddof=1) / np.sqrt(len(finite)))
-                entry["ci95"] = [round(mean - half, 6), round(mean + half, 6)]
+                low, high = stats.t.interval(0.95, len(finite) - 1, loc=mean,
+                                             scale=stats.sem(finite))
+                entry["ci95"] = [round(float(low), 6), round(float(high), 6)]
         out.setdefault(subset, {}).setdefault(region, {})[metric] = entry
     return {"scores": out, "ci": "95 % Student t interval over test cases, conditional on this "
             "trained model (not over training runs)", "metrics": definitions}
